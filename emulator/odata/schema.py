@@ -57,6 +57,10 @@ class EntityType:
     company_specific: bool = True  # has dataAreaId and obeys default-company scoping (ref §1.2)
     etag: bool = True
 
+    @property
+    def qualified_name(self) -> str:
+        return f"{NAMESPACE}.{self.name}"
+
     def property(self, name: str) -> Property | None:
         for prop in self.properties:
             if prop.name == name:
@@ -68,10 +72,6 @@ class EntityType:
             if nav.name == name:
                 return nav
         return None
-
-    @property
-    def qualified_name(self) -> str:
-        return f"{NAMESPACE}.{self.name}"
 
 
 @dataclass

@@ -1,0 +1,48 @@
+# The two commands that matter: `make run` (the app on the local stack) and `make test`.
+# Everything they need (venv, Python and npm packages, certificates) is installed by these targets.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP_PY := $(VENV)/.installed
+STAMP_NODE := node_modules/.installed
+PYTEST_WORKERS ?= 2
+
+.PHONY: run test deps lint typecheck unit bench clean help
+
+help:
+	@echo "make run    start Azurite, the D365 F&O emulator and the function app locally"
+	@echo "make test   lint, type-check and run every test against the real local stack"
+	@echo "make bench  run the benchmarks (results: docs/benchmarks.md)"
+
+deps: $(STAMP_PY) $(STAMP_NODE)
+
+$(STAMP_PY): requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+$(STAMP_NODE): package.json
+	@if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error; \
+	 else npm install --no-audit --no-fund --loglevel=error; fi
+	@touch $@
+
+lint: $(STAMP_PY)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check . || (echo "run: $(VENV)/bin/ruff format ." && false)
+
+typecheck: $(STAMP_PY)
+	$(VENV)/bin/mypy
+
+test: deps lint typecheck
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -q
+
+run: deps
+	$(PY) -m localstack
+
+bench: deps
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) node_modules .local .mypy_cache .ruff_cache .pytest_cache
