@@ -39,11 +39,19 @@ __all__ = [
 class D365Error(Exception):
     """Base class of every error raised by the D365 client."""
 
-    def __init__(self, message: str, *, request_id: str | None = None, url: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        request_id: str | None = None,
+        url: str | None = None,
+        server_request_id: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
-        self.request_id = request_id
+        self.request_id = request_id  # ours: x-ms-client-request-id, the same on every retry of one call
         self.url = url
+        self.server_request_id = server_request_id  # D365's own activity/request id header, when answered
 
     def __str__(self) -> str:
         parts = [self.message]
@@ -51,6 +59,8 @@ class D365Error(Exception):
             parts.append(f"url={self.url}")
         if self.request_id:
             parts.append(f"request_id={self.request_id}")
+        if self.server_request_id:
+            parts.append(f"server_request_id={self.server_request_id}")
         return " | ".join(parts)
 
 
@@ -76,8 +86,9 @@ class D365HTTPError(D365Error):
         request_id: str | None = None,
         url: str | None = None,
         body: str | None = None,
+        server_request_id: str | None = None,
     ) -> None:
-        super().__init__(message, request_id=request_id, url=url)
+        super().__init__(message, request_id=request_id, url=url, server_request_id=server_request_id)
         self.status_code = status_code
         self.code = code
         self.inner_message = inner_message
@@ -143,10 +154,26 @@ def parse_error_body(body: str | bytes | None) -> tuple[str, str, str | None, st
             return str(err.get("code") or ""), str(err.get("message") or ""), inner_message, inner_type
         for key in ("Message", "message", "ExceptionMessage"):
             if isinstance(data.get(key), str):
-                return "", data[key], data.get("InnerException") or None, data.get("ExceptionType")
+                return "", data[key], _aspnet_detail(data, data[key]), _text(data.get("ExceptionType"))
     if isinstance(data, str):
         return "", data, None, None
     return "", text.strip()[:2000], None, None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _aspnet_detail(data: dict[str, Any], message: str) -> str | None:
+    """The more specific text of an ASP.NET-style error (``ExceptionMessage``, ``MessageDetail``, inner)."""
+    for key in ("ExceptionMessage", "MessageDetail"):
+        detail = _text(data.get(key))
+        if detail and detail != message:
+            return detail
+    inner = data.get("InnerException")
+    if isinstance(inner, dict):
+        return _text(inner.get("ExceptionMessage")) or _text(inner.get("Message"))
+    return _text(inner)
 
 
 _STATUS_CLASSES: dict[int, type[D365HTTPError]] = {
@@ -166,6 +193,7 @@ def error_for_status(
     request_id: str | None = None,
     url: str | None = None,
     retry_after: float | None = None,
+    server_request_id: str | None = None,
 ) -> D365HTTPError:
     """Build the typed error for a non-success answer; the message prefers D365's innererror text."""
     code, message, inner_message, inner_type = parse_error_body(body)
@@ -182,6 +210,7 @@ def error_for_status(
         "request_id": request_id,
         "url": url,
         "body": text[:4000] if text else None,
+        "server_request_id": server_request_id,
     }
     if cls is D365ThrottledError:
         return D365ThrottledError(best, retry_after=retry_after, **kwargs)

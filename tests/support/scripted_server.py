@@ -48,19 +48,24 @@ class Reply:
     reset: bool = False
 
     @classmethod
-    def json(cls, payload: Any, status: int = 200, headers: Mapping[str, str] | None = None,
-             **kwargs: Any) -> Reply:
+    def json(
+        cls, payload: Any, status: int = 200, headers: Mapping[str, str] | None = None, **kwargs: Any
+    ) -> Reply:
         merged = {"Content-Type": "application/json; charset=utf-8", **(headers or {})}
         return cls(status, merged, json.dumps(payload).encode(), **kwargs)
 
     @classmethod
-    def odata_error(cls, status: int, message: str, inner: str | None = None,
-                    headers: Mapping[str, str] | None = None) -> Reply:
+    def odata_error(
+        cls, status: int, message: str, inner: str | None = None, headers: Mapping[str, str] | None = None
+    ) -> Reply:
         """D365's error envelope (ref §1.7)."""
         error: dict[str, Any] = {"code": "", "message": message}
         if inner is not None:
-            error["innererror"] = {"message": inner, "type": "System.InvalidOperationException",
-                                   "stacktrace": "   at X.Y()"}
+            error["innererror"] = {
+                "message": inner,
+                "type": "System.InvalidOperationException",
+                "stacktrace": "   at X.Y()",
+            }
         return cls.json({"error": error}, status, headers)
 
 
@@ -101,8 +106,9 @@ class ScriptedServer:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def port(self) -> int:
