@@ -2,7 +2,7 @@
 
 import azure.functions as func
 
-from blueprints import operations
+from blueprints.operations import bp as operations_bp
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
-app.register_functions(operations.bp)
+app.register_functions(operations_bp)

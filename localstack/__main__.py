@@ -1,0 +1,93 @@
+"""``make run``: start Azurite, the D365 F&O emulator and the function app on the local stack, then serve.
+
+Ports follow the settings file (local.settings.json, else local.settings.sample.json): Azurite's default
+10000 for ``UseDevelopmentStorage=true``, the emulator on D365_BASE_URL's port and the Key Vault's port, and
+the functions on 7071 as with ``func start``. State lives in ``.local/`` so a restart keeps data and keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from contextlib import ExitStack
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from localstack.processes import ROOT, run_azurite, run_emulator
+from localstack.settings import load_values, settings_file
+
+
+def _port(url: str, default: int) -> int:
+    return urlsplit(url).port or default
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m localstack", description=__doc__)
+    parser.add_argument("--state-dir", default=str(ROOT / ".local"), help="where local state is kept")
+    parser.add_argument("--functions-port", type=int, default=7071)
+    parser.add_argument("--settings", default=None, help="settings file (default: local.settings.json)")
+    args = parser.parse_args(argv)
+
+    path = Path(args.settings) if args.settings else settings_file()
+    values = load_values(path)
+    state = Path(args.state_dir)
+    (state / "azurite").mkdir(parents=True, exist_ok=True)
+    (state / "emulator").mkdir(parents=True, exist_ok=True)
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    with ExitStack() as stack:
+        print(f"settings: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}", flush=True)
+        azurite = stack.enter_context(run_azurite(state / "azurite", port=10000))
+        emulator = stack.enter_context(
+            run_emulator(
+                state / "emulator",
+                "--identity-header", values.get("IDENTITY_HEADER") or "local-development-identity-header",
+                port=_port(values.get("D365_BASE_URL", ""), 8765),
+                tls_port=_port(values.get("KEY_VAULT_URL", ""), 8766),
+                echo=True,
+            )
+        )
+        started = _start_functions(stack, values, args.functions_port)
+        print(_summary(azurite.blob_endpoint, emulator.raw, started), flush=True)
+        stop.wait()
+        print("stopping...", flush=True)
+    return 0
+
+
+def _start_functions(stack: ExitStack, values: dict[str, str], port: int) -> str:
+    """Start the function app through the local runner when it is available."""
+    try:
+        from runner import Runner  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return "functions: the local runner is not installed in this checkout"
+    runner = Runner.from_values(values, port=port)
+    stack.callback(runner.stop)
+    runner.start()
+    return str(runner.describe())
+
+
+def _summary(blob_endpoint: str, info: dict[str, object], functions: str) -> str:
+    lines = [
+        "",
+        "Local stack is up (Ctrl-C to stop):",
+        f"  blob storage (Azurite) {blob_endpoint}  connection: UseDevelopmentStorage=true",
+        f"  D365 F&O emulator      {info['base_url']}/data   (OData), /api/services (custom services)",
+        f"  emulator admin API     {info['admin_url']}   (docs/emulator.md)",
+        f"  Entra authority        {info['authority_host']}",
+        f"  managed identity       {info['identity_endpoint']}",
+        f"  Key Vault              {info['keyvault_url']}",
+        f"  CA certificate         {info['ca_file']}",
+        f"  app registration       client_id={info['client_id']} (secret in the admin API: GET /_emulator/)",
+        "",
+        functions,
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Readiness: can this instance reach everything it depends on (D365 token, D365 OData, blob storage)?"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from shared.context import AppContext
+from shared.redact import redact_text
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    milliseconds: int
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    ok: bool
+    checks: list[Check] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": "ok" if self.ok else "failing", "checks": [asdict(c) for c in self.checks]}
+
+
+def _run(name: str, probe: Callable[[], str]) -> Check:
+    started = time.perf_counter()
+    try:
+        detail, ok = probe(), True
+    except Exception as exc:  # a failing dependency is the answer, not an error of the probe
+        detail, ok = redact_text(f"{type(exc).__name__}: {exc}"), False
+    return Check(name, ok, detail, int((time.perf_counter() - started) * 1000))
+
+
+def check_readiness(context: AppContext) -> HealthReport:
+    """Probe each dependency once; every probe runs even when an earlier one failed."""
+
+    def token() -> str:
+        context.tokens.get_token()
+        return f"token acquired for {context.settings.d365.scope}"
+
+    def odata() -> str:
+        rows = list(context.odata.list("LegalEntities", select=["LegalEntityId"], top=1))
+        return f"{context.settings.d365.base_url}/data answers ({len(rows)} legal entity read)"
+
+    def storage() -> str:
+        next(iter(context.blob_service.list_containers(results_per_page=1)), None)
+        return f"blob storage reachable at {context.blob_service.primary_hostname}"
+
+    checks = [_run("d365-token", token), _run("d365-odata", odata), _run("blob-storage", storage)]
+    return HealthReport(ok=all(c.ok for c in checks), checks=checks)
