@@ -1,0 +1,110 @@
+"""Readiness through the real stack: the operations blueprint, the pipeline, the emulator and Azurite."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import azure.functions as func
+import pytest
+
+from shared.context import AppContext, reset_context
+from shared.pipelines.health import check_readiness
+from shared.settings import Settings
+from tests.support.stack import AzuriteInfo, EmulatorInfo, free_port
+
+
+def stack_env(emulator: EmulatorInfo, azurite: AzuriteInfo, **overrides: str) -> dict[str, str]:
+    env = {
+        "D365_BASE_URL": emulator.base_url,
+        "D365_AUTH_MODE": "client_secret",
+        "D365_CLIENT_ID": emulator.client_id,
+        "D365_CLIENT_SECRET": emulator.client_secret,
+        "D365_TENANT_ID": emulator.tenant_id,
+        "D365_AUTHORITY_HOST": emulator.authority_host,
+        "TLS_CA_BUNDLE": emulator.ca_file,
+        "AzureWebJobsStorage": azurite.connection_string,
+        "D365_RETRY_MAX_SECONDS": "5",
+    }
+    env.update(overrides)
+    return env
+
+
+def functions() -> dict[str, Any]:
+    import function_app
+
+    return {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}
+
+
+@pytest.fixture(scope="module")
+def app_functions() -> dict[str, Any]:
+    return functions()
+
+
+@pytest.fixture
+def isolated_context() -> Iterator[None]:
+    reset_context()
+    yield
+    reset_context()
+
+
+def request(url: str) -> func.HttpRequest:
+    return func.HttpRequest(method="GET", url=url, headers={}, params={}, route_params={}, body=b"")
+
+
+def test_readiness_is_ok_on_the_local_stack(emulator: EmulatorInfo, azurite: AzuriteInfo) -> None:
+    context = AppContext.from_settings(Settings.from_env(stack_env(emulator, azurite)))
+    try:
+        report = check_readiness(context)
+    finally:
+        context.close()
+    assert report.ok, report.to_dict()
+    assert [c.name for c in report.checks] == ["d365-token", "d365-odata", "blob-storage"]
+
+
+def test_unreachable_d365_fails_only_the_d365_checks(emulator: EmulatorInfo, azurite: AzuriteInfo) -> None:
+    env = stack_env(emulator, azurite, D365_BASE_URL=f"http://127.0.0.1:{free_port()}")
+    context = AppContext.from_settings(Settings.from_env(env))
+    try:
+        report = check_readiness(context)
+    finally:
+        context.close()
+    states = {c.name: c.ok for c in report.checks}
+    assert states == {"d365-token": True, "d365-odata": False, "blob-storage": True}
+    assert not report.ok
+    odata = next(c for c in report.checks if c.name == "d365-odata")
+    assert "D365ConnectionError" in odata.detail
+    assert emulator.client_secret not in json.dumps(report.to_dict())
+
+
+def test_ready_function_answers_200_with_every_check(
+    emulator: EmulatorInfo, azurite: AzuriteInfo, app_functions: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch, isolated_context: None,
+) -> None:
+    for name, value in stack_env(emulator, azurite).items():
+        monkeypatch.setenv(name, value)
+    response = app_functions["health_ready"](request("http://localhost/api/health/ready"))
+    body = json.loads(response.get_body())
+    assert response.status_code == 200, body
+    assert body["status"] == "ok"
+
+
+def test_ready_function_names_every_bad_setting(
+    app_functions: dict[str, Any], monkeypatch: pytest.MonkeyPatch, isolated_context: None
+) -> None:
+    for name in ("D365_BASE_URL", "AzureWebJobsStorage", "D365_AUTH_MODE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("D365_RETRY_MAX_ATTEMPTS", "many")
+    response = app_functions["health_ready"](request("http://localhost/api/health/ready"))
+    body = json.loads(response.get_body())
+    assert response.status_code == 503
+    named = " ".join(body["problems"])
+    for setting in ("D365_BASE_URL", "AzureWebJobsStorage", "D365_RETRY_MAX_ATTEMPTS"):
+        assert setting in named
+
+
+def test_live_function_needs_no_configuration(app_functions: dict[str, Any]) -> None:
+    response = app_functions["health_live"](request("http://localhost/api/health"))
+    assert response.status_code == 200
+    assert json.loads(response.get_body()) == {"status": "alive"}
