@@ -19,7 +19,9 @@ from urllib.parse import urlsplit
 
 from shared.d365.errors import D365Error
 from shared.redact import redact_text
-from shared.settings import AuthMode, AuthSettings, Settings, trust_bundle
+from shared.settings import Settings
+from shared.settings_sections import AuthMode, AuthSettings
+from shared.trust_bundle import trust_bundle
 
 if TYPE_CHECKING:
     from azure.core.credentials import AccessToken, TokenCredential

@@ -3,8 +3,7 @@
 A batch is a list of standalone operations and changesets (atomic groups). ``BatchRequest.encode`` gives the
 bytes and Content-Type to POST to ``/data/$batch``; ``BatchRequest.parse_response`` turns the multipart answer
 into one ``OperationResult`` per operation, in request order, whatever shape the server chose (see there).
-``BulkPlanner`` (the bulk splitter) cuts a huge stream of writes into batches and decides what to re-send;
-``ODataClient.bulk`` only adds the I/O.
+Decoding the multipart answer is ``multipart``'s job; cutting huge streams of writes into batches, ``bulk``'s.
 """
 
 from __future__ import annotations
@@ -14,27 +13,19 @@ import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from email.message import Message
 from typing import Any, Final
 
-from shared.d365.errors import ODataQueryError, parse_error_body
+from shared.d365.errors import ODataQueryError
+from shared.d365.multipart import BatchResponse, Part, parse_multipart
 from shared.d365.odata_query import action_path, encode_query, entity_path
-from shared.d365.retry import parse_retry_after
 
 __all__ = [
     "BatchOperation",
     "BatchRequest",
-    "BatchResponse",
     "BatchResult",
-    "BulkFailure",
-    "BulkPlanner",
-    "BulkResult",
     "ChangeSet",
-    "MimePart",
     "OperationResult",
     "match_responses",
-    "parse_multipart",
-    "split_multipart",
 ]
 
 CRLF: Final = b"\r\n"
@@ -229,141 +220,6 @@ def _absolute(base_url: str, url: str) -> str:
     return f"{root}{url}" if url.startswith("/") else f"{root}/data/{url}"
 
 
-# ---------------------------------------------------------------------------------------------- parsing
-
-
-@dataclass
-class BatchResponse:
-    """One HTTP answer inside the batch; header names are lower-cased."""
-
-    status: int
-    reason: str = ""
-    headers: dict[str, str] = field(default_factory=dict)
-    body: Any = None  # decoded JSON, text, or None when empty
-    content_id: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.status < 300
-
-    @property
-    def retry_after(self) -> float | None:
-        return parse_retry_after(self.headers.get("retry-after"))
-
-    @property
-    def etag(self) -> str | None:
-        return self.headers.get("etag") or (
-            self.body.get("@odata.etag") if isinstance(self.body, dict) else None
-        )
-
-    @property
-    def error(self) -> tuple[str, str]:
-        """(code, message) with D365's innererror text preferred (ref §1.7)."""
-        text = self.body if isinstance(self.body, str) else json.dumps(self.body) if self.body else None
-        code, message, inner, _ = parse_error_body(text)
-        return code, inner or message or f"HTTP {self.status} {self.reason}".strip()
-
-
-Part = BatchResponse | list[BatchResponse]
-
-
-def _boundary(content_type: str) -> str | None:
-    msg = Message()
-    msg["content-type"] = content_type
-    value = msg.get_param("boundary")
-    return value if isinstance(value, str) and value else None
-
-
-def _split_head(data: bytes) -> tuple[dict[str, str], bytes]:
-    """Headers (lower-cased names) and the rest, tolerating CRLF or bare LF line endings."""
-    if data.startswith((b"\r\n", b"\n")):
-        return {}, data[2:] if data.startswith(b"\r\n") else data[1:]
-    match = re.search(rb"\r?\n\r?\n", data)
-    head, rest = (data, b"") if match is None else (data[: match.start()], data[match.end() :])
-    headers: dict[str, str] = {}
-    for line in re.split(rb"\r?\n", head):
-        name, sep, value = line.decode("latin-1").partition(":")
-        if sep:
-            headers[name.strip().lower()] = value.strip()
-    return headers, rest
-
-
-def _split_parts(body: bytes, boundary: str) -> list[bytes]:
-    delimiter = re.compile(rb"(?:\A|\r?\n)--" + re.escape(boundary.encode()) + rb"(--)?[ \t]*(?:\r?\n|\Z)")
-    parts: list[bytes] = []
-    start: int | None = None
-    for match in delimiter.finditer(body):
-        if start is not None:
-            parts.append(body[start : match.start()])
-        if match.group(1):
-            return parts
-        start = match.end()
-    if start is not None and body[start:].strip():
-        parts.append(body[start:])  # no closing delimiter: keep what arrived
-    return parts
-
-
-def _http_response(data: bytes, content_id: str | None) -> BatchResponse:
-    data = data.lstrip(b"\r\n")
-    line_end = re.search(rb"\r?\n", data)
-    status_line = (data if line_end is None else data[: line_end.start()]).decode("latin-1")
-    words = status_line.split(" ", 2)
-    if len(words) < 2 or not words[0].startswith("HTTP/") or not words[1].isdigit():
-        raise ValueError(f"not an HTTP response line: {status_line[:80]!r}")
-    headers, raw = _split_head(b"" if line_end is None else data[line_end.end() :])
-    raw = raw.rstrip(b"\r\n")
-    body: Any = None
-    if raw:
-        text = raw.decode("utf-8-sig", errors="replace")
-        body = text
-        if "json" in headers.get("content-type", "") or text.lstrip()[:1] in ("{", "["):
-            try:
-                body = json.loads(text)
-            except ValueError:
-                body = text
-    return BatchResponse(
-        status=int(words[1]),
-        reason=words[2].strip() if len(words) > 2 else "",
-        headers=headers,
-        body=body,
-        content_id=content_id or headers.get("content-id"),
-    )
-
-
-@dataclass
-class MimePart:
-    """One MIME part: its headers (lower-cased names) and content, or its own parts when multipart."""
-
-    headers: dict[str, str]
-    content: bytes
-    parts: list[MimePart] | None = None
-
-
-def split_multipart(content_type: str, body: bytes) -> list[MimePart]:
-    """Split a multipart body (two levels: batch and changesets); used for answers and, in tests, requests."""
-    boundary = _boundary(content_type)
-    if boundary is None or not content_type.strip().lower().startswith("multipart/"):
-        raise ValueError(f"not a multipart body: Content-Type {content_type!r}")
-    out = []
-    for raw in _split_parts(body, boundary):
-        headers, content = _split_head(raw)
-        nested = headers.get("content-type", "")
-        children = split_multipart(nested, content) if nested.lower().startswith("multipart/") else None
-        out.append(MimePart(headers, content, children))
-    return out
-
-
-def parse_multipart(content_type: str, body: bytes) -> list[Part]:
-    """Top-level parts of a batch answer: a ``BatchResponse``, or a list of them for a changeset."""
-    parts: list[Part] = []
-    for part in split_multipart(content_type, body):
-        if part.parts is not None:
-            parts.append([_http_response(p.content, p.headers.get("content-id")) for p in part.parts])
-        else:
-            parts.append(_http_response(part.content, part.headers.get("content-id")))
-    return parts
-
-
 # ---------------------------------------------------------------------------------------------- matching
 
 
@@ -511,168 +367,3 @@ def match_responses(batch: BatchRequest, parts: list[Part]) -> BatchResult:
         else:
             results.append(OperationResult(item, cid, part, throttled=part.status == 429))
     return BatchResult(results, parts)
-
-
-# ---------------------------------------------------------------------------------------------- bulk
-
-DEFAULT_RETRY_AFTER: Final = (
-    30.0  # Microsoft's sample client waits 30 s when Retry-After is absent (ref §2.3)
-)
-MAX_BATCH_OPERATIONS: Final = 5000  # "A batch can contain up to 5,000 operations" (ref §1.6)
-
-
-@dataclass
-class BulkFailure:
-    """An operation that was not applied, with D365's own message."""
-
-    operation: BatchOperation
-    status: int | None
-    code: str
-    message: str
-    rolled_back: bool = False  # fine itself, undone because another member of its changeset failed
-
-
-@dataclass
-class BulkResult:
-    total: int = 0  # operations taken from the iterable
-    succeeded: int = 0
-    failed: int = 0
-    resent: int = 0  # operation re-sends after a 429 or an unanswered part
-    batches: int = 0  # $batch requests sent
-    failures: list[BulkFailure] = field(default_factory=list)
-    aborted: Exception | None = None  # a whole-batch error stopped the run; the rest was not consumed
-
-    @property
-    def ok(self) -> bool:
-        return self.failed == 0 and self.aborted is None
-
-
-_Group = tuple[list[BatchOperation], int]  # one changeset's operations and how often it was sent
-
-
-class BulkPlanner:
-    """Sans-IO state machine behind ``ODataClient.bulk``: cuts operations into batches, decides re-sends.
-
-    Operations are taken from the iterable only when a batch is being filled, so memory stays constant for
-    huge inputs. A changeset (``changeset_size`` operations, or one when not atomic) is re-sent as a whole,
-    and only when the answer proves it was not applied for a transient reason (429, or no answer part at
-    all). A create re-sent after an ambiguous failure (network drop, 5xx) could be duplicated, so such
-    failures are never retried here: they abort the run and are reported.
-    """
-
-    def __init__(
-        self,
-        operations: Iterable[BatchOperation],
-        *,
-        changeset_size: int = 100,
-        max_operations_per_batch: int = 1000,
-        atomic: bool = True,
-        max_resends: int = 30,
-    ) -> None:
-        if not 1 <= max_operations_per_batch <= MAX_BATCH_OPERATIONS:
-            raise ValueError(f"max_operations_per_batch must be 1..{MAX_BATCH_OPERATIONS}")
-        if atomic and not 1 <= changeset_size <= max_operations_per_batch:
-            raise ValueError("changeset_size must be between 1 and max_operations_per_batch")
-        self._source = iter(operations)
-        self._size = changeset_size if atomic else 1
-        self._max = max_operations_per_batch
-        self._max_resends = max_resends
-        self._retry: list[_Group] = []
-        self._carry: _Group | None = None
-        self._exhausted = False
-        self._groups: dict[int, list[_Group]] = {}  # id(batch) -> its groups
-        self.wait = 0.0  # seconds to sleep before the next batch (Retry-After)
-        self.result = BulkResult()
-
-    def _take(self) -> _Group | None:
-        if self._carry is not None:
-            group, self._carry = self._carry, None
-            return group
-        if self._exhausted:
-            return None
-        ops: list[BatchOperation] = []
-        for op in self._source:
-            ops.append(op)
-            if len(ops) == self._size:
-                break
-        else:
-            self._exhausted = True
-        self.result.total += len(ops)
-        return (ops, 0) if ops else None
-
-    def next_batch(self) -> BatchRequest | None:
-        """The next batch to send (re-sends first), or None when everything has been sent."""
-        self.wait = 0.0
-        groups: list[_Group] = []
-        count = 0
-        while self._retry and count + len(self._retry[0][0]) <= self._max:
-            groups.append(self._retry.pop(0))
-            count += len(groups[-1][0])
-        while count < self._max and (fresh := self._take()) is not None:
-            if count + len(fresh[0]) > self._max:
-                self._carry = fresh
-                break
-            groups.append(fresh)
-            count += len(fresh[0])
-        if not groups:
-            return None
-        batch = BatchRequest()
-        for ops, _ in groups:
-            batch.changeset(ops)
-        self._groups[id(batch)] = groups
-        self.result.batches += 1
-        return batch
-
-    def record(self, batch: BatchRequest, result: BatchResult) -> list[OperationResult]:
-        """Book a batch answer; returns the successful results (for a caller's callback)."""
-        done: list[OperationResult] = []
-        by_op = {id(r.operation): r for r in result}
-        for ops, sends in self._groups.pop(id(batch)):
-            outcomes = [by_op[id(op)] for op in ops]
-            good = [o for o in outcomes if o.ok]
-            self.result.succeeded += len(good)
-            done += good
-            bad = [o for o in outcomes if not o.ok]
-            if bad and all(o.retryable for o in bad) and sends < self._max_resends:
-                waits = [o.retry_after for o in bad if o.throttled]
-                if waits:
-                    self.wait = max(self.wait, *(DEFAULT_RETRY_AFTER if w is None else w for w in waits))
-                self._resend([o.operation for o in bad], sends)
-                continue
-            for outcome in bad:
-                code, message = outcome.error or ("", "")
-                self._fail(outcome.operation, outcome.status, code, message, outcome.rolled_back)
-        return done
-
-    def throttled(self, batch: BatchRequest, retry_after: float | None) -> None:
-        """The whole batch got a 429 (after the transport's own retries): nothing was applied, re-send it."""
-        self.wait = DEFAULT_RETRY_AFTER if retry_after is None else retry_after
-        for ops, sends in self._groups.pop(id(batch)):
-            if sends < self._max_resends:
-                self._resend(ops, sends)
-            else:
-                for op in ops:
-                    self._fail(op, 429, "", "still throttled after the re-send budget")
-
-    def abort(self, batch: BatchRequest, error: Exception) -> None:
-        """A whole-batch failure whose effect is unknown: report its operations and stop (no blind retry)."""
-        status = getattr(error, "status_code", None)
-        for ops, _ in self._groups.pop(id(batch)):
-            for op in ops:
-                self._fail(op, status, "", f"batch failed, outcome unknown: {error}")
-        waiting = self._retry + ([self._carry] if self._carry else [])
-        for ops, _ in waiting:  # taken from the iterable but never (re-)sent
-            for op in ops:
-                self._fail(op, None, "", f"not sent: the bulk was aborted ({error})")
-        self._retry, self._carry, self._exhausted = [], None, True
-        self.result.aborted = error
-
-    def _resend(self, ops: list[BatchOperation], sends: int) -> None:
-        self.result.resent += len(ops)
-        self._retry.append((ops, sends + 1))
-
-    def _fail(
-        self, op: BatchOperation, status: int | None, code: str, message: str, rb: bool = False
-    ) -> None:
-        self.result.failed += 1
-        self.result.failures.append(BulkFailure(op, status, code, message, rb))

@@ -14,14 +14,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
-from shared.d365.batch import (
-    BatchOperation,
-    BatchRequest,
-    BatchResult,
-    BulkPlanner,
-    BulkResult,
-    OperationResult,
-)
+from shared.d365.batch import BatchOperation, BatchRequest, BatchResult, OperationResult
+from shared.d365.bulk import BulkPlanner, BulkResult
 from shared.d365.errors import D365Error, D365ThrottledError, ODataQueryError
 from shared.d365.odata_query import Filter, Query, action_path, encode_query, entity_path
 from shared.d365.transport import D365Transport

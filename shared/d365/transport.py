@@ -12,23 +12,18 @@ per-call state lives on the stack and ``stats`` takes a lock. The token provider
 
 from __future__ import annotations
 
-import json as jsonlib
 import logging
-import ssl
-import threading
 import time
 import uuid
-from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 from http.cookiejar import DefaultCookiePolicy
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from shared.d365.errors import (
@@ -37,6 +32,8 @@ from shared.d365.errors import (
     D365TimeoutError,
     error_for_status,
 )
+from shared.d365.network_errors import NETWORK_ERRORS, BodyReadError, classify_network_error, safe_cause
+from shared.d365.request_body import PreparedBody, RequestBody
 from shared.d365.retry import (
     Decision,
     ErrorKind,
@@ -46,23 +43,16 @@ from shared.d365.retry import (
     parse_retry_after,
 )
 from shared.d365.tokens import TokenProvider
+from shared.d365.transport_stats import TransportStats
 from shared.redact import redact_text, redact_url
 
-__all__ = ["SERVER_REQUEST_ID_HEADERS", "D365Transport", "TransportSettings", "TransportStats"]
+__all__ = ["SERVER_REQUEST_ID_HEADERS", "D365Transport", "TransportSettings"]
 
 logger = logging.getLogger(__name__)
-
-RequestBody = bytes | Iterable[bytes] | IO[bytes]
 
 #: Response headers that carry D365's (or Azure's) own id for the request, checked in this order.
 SERVER_REQUEST_ID_HEADERS = ("ms-dyn-aid", "x-ms-request-id", "request-id", "x-ms-activity-id")
 
-_NETWORK_ERRORS = (
-    requests.ConnectionError,
-    requests.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-    requests.exceptions.ContentDecodingError,
-)
 _ERROR_BODY_LIMIT = 1 << 20
 
 
@@ -91,77 +81,6 @@ def _guard_urllib3_logging() -> None:
     pool_logger = logging.getLogger("urllib3.connectionpool")
     if not any(isinstance(f, _RedactingFilter) for f in pool_logger.filters):
         pool_logger.addFilter(_RedactingFilter())
-
-
-class TransportStats:
-    """Counters for operators and benchmarks; ``snapshot()`` returns a consistent copy."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.calls = 0
-        self.attempts = 0
-        self.retries: Counter[str] = Counter()
-        self.failures: Counter[str] = Counter()  # calls that raised, by error class name
-        self.token_refreshes = 0
-        self.slept_seconds = 0.0
-        self.throttled_seconds = 0.0  # part of slept_seconds spent waiting out 429s
-
-    def add(self, **amounts: float) -> None:
-        with self._lock:
-            for name, amount in amounts.items():
-                setattr(self, name, getattr(self, name) + amount)
-
-    def count(self, counter: str, key: str) -> None:
-        with self._lock:
-            getattr(self, counter)[key] += 1
-
-    def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            return {
-                "calls": self.calls,
-                "attempts": self.attempts,
-                "retries": dict(self.retries),
-                "failures": dict(self.failures),
-                "token_refreshes": self.token_refreshes,
-                "slept_seconds": self.slept_seconds,
-                "throttled_seconds": self.throttled_seconds,
-            }
-
-
-class _Body:
-    """The request body and whether it can be sent again: bytes replay, files rewind, iterators cannot."""
-
-    def __init__(self, data: RequestBody | None, json: Any) -> None:
-        self.content_type: str | None = None
-        self.payload: RequestBody | None = data
-        self.replayable = True
-        self._position: int | None = None
-        if json is not None:
-            if data is not None:
-                raise ValueError("give json or data, not both")
-            self.payload = jsonlib.dumps(json, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-            self.content_type = "application/json; charset=utf-8"
-        elif isinstance(data, bytes | bytearray | memoryview):
-            self.payload = bytes(data)
-        elif data is not None and hasattr(data, "read"):
-            self._position = _start_position(data)
-            self.replayable = self._position is not None
-        elif data is not None:
-            self.replayable = False  # a generator is consumed by the first send
-
-    def rewind(self) -> None:
-        if self._position is not None:
-            self.payload.seek(self._position)  # type: ignore[union-attr]
-
-
-def _start_position(stream: Any) -> int | None:
-    """Where a file-like body starts, or None when it cannot be rewound for a retry."""
-    try:
-        if hasattr(stream, "seekable") and not stream.seekable():
-            return None
-        return int(stream.tell())
-    except (AttributeError, OSError, ValueError):
-        return None
 
 
 class D365Transport:
@@ -263,7 +182,7 @@ class D365Transport:
             method=method,
             url=full_url,
             safe_url=safe_url,
-            body=_Body(data, json),
+            body=PreparedBody(data, json),
             headers=headers or {},
             idempotent=is_idempotent(method, headers, idempotent),
             stream=stream,
@@ -323,7 +242,7 @@ class _Call:
         method: str,
         url: str,
         safe_url: str,
-        body: _Body,
+        body: PreparedBody,
         headers: Mapping[str, str],
         idempotent: bool,
         stream: bool,
@@ -368,7 +287,7 @@ class _Call:
             begin = self.t._clock()
             try:
                 response = self._send(remaining)
-            except (*_NETWORK_ERRORS, _BodyReadError) as exc:
+            except (*NETWORK_ERRORS, BodyReadError) as exc:
                 self._on_network_error(exc, begin)
                 continue
             status = response.status_code
@@ -395,17 +314,17 @@ class _Call:
                     response._content = response.raw.read(_ERROR_BODY_LIMIT, decode_content=True) or b""
                 else:
                     _ = response.content
-            except (*_NETWORK_ERRORS, Urllib3Error) as exc:  # raw.read raises urllib3's own errors
+            except (*NETWORK_ERRORS, Urllib3Error) as exc:  # raw.read raises urllib3's own errors
                 response.close()
-                raise _BodyReadError(exc) from exc
+                raise BodyReadError(exc) from exc
             finally:
                 if self.stream and not (200 <= status < 300 or status in self.ok_statuses):
                     response.close()
         return response
 
     def _on_network_error(self, exc: Exception, begin: float) -> None:
-        kind = _classify(exc)
-        cause = exc.error if isinstance(exc, _BodyReadError) else exc
+        kind = classify_network_error(exc)
+        cause = exc.error if isinstance(exc, BodyReadError) else exc
         logger.debug(
             "D365 %s %s -> %s after %.3fs (attempt %d, request_id=%s)",
             self.method,
@@ -431,7 +350,7 @@ class _Call:
                 f"{self.method} failed ({kind.value}: {redact_text(str(cause))}) "
                 f"after {self.attempts} attempt(s); stopped: {decision.reason}"
             )
-            raise error_cls(message, request_id=self.request_id, url=self.safe_url) from _safe_cause(cause)
+            raise error_cls(message, request_id=self.request_id, url=self.safe_url) from safe_cause(cause)
 
     def _on_status(self, response: requests.Response) -> None:
         status = response.status_code
@@ -503,58 +422,6 @@ class _Call:
             self.attempts,
             self.request_id,
         )
-
-
-class _BodyReadError(Exception):
-    """A network error while reading the body of an answer that had already started (classified apart)."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(type(error).__name__)
-        self.error = error
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """The exception, its causes/contexts, the exceptions in its args and urllib3's ``reason``."""
-    seen: set[int] = set()
-    todo: list[BaseException] = [exc]
-    while todo:
-        item = todo.pop()
-        if id(item) in seen:
-            continue
-        seen.add(id(item))
-        yield item
-        linked = [item.__cause__, item.__context__, getattr(item, "reason", None), *item.args]
-        todo.extend(x for x in linked if isinstance(x, BaseException))
-
-
-def _classify(exc: Exception) -> ErrorKind:
-    """Map requests/urllib3 failures onto where they happened (decides whether D365 may have acted)."""
-    if isinstance(exc, _BodyReadError):
-        timed_out = any(isinstance(e, ReadTimeoutError | requests.Timeout) for e in _chain(exc.error))
-        return ErrorKind.READ_TIMEOUT if timed_out else ErrorKind.TRUNCATED
-    chain = list(_chain(exc))
-    if any(isinstance(e, ssl.SSLCertVerificationError) for e in chain):
-        return ErrorKind.FATAL
-    if isinstance(exc, requests.ConnectTimeout) or any(
-        isinstance(e, NewConnectionError | ConnectTimeoutError) for e in chain
-    ):
-        return ErrorKind.CONNECT
-    if isinstance(exc, requests.ReadTimeout) or any(isinstance(e, ReadTimeoutError) for e in chain):
-        return ErrorKind.READ_TIMEOUT
-    if isinstance(exc, requests.exceptions.ChunkedEncodingError | requests.exceptions.ContentDecodingError):
-        return ErrorKind.TRUNCATED
-    return ErrorKind.DROPPED
-
-
-class _RedactedCause(Exception):
-    """Stands in for a low-level error whose text (or whose chain's text) held a secret-bearing URL."""
-
-
-def _safe_cause(exc: BaseException) -> BaseException:
-    """The original exception, unless printing its chain would show a token or signature."""
-    if all(redact_text(str(e)) == str(e) for e in _chain(exc)):
-        return exc
-    return _RedactedCause(f"{type(exc).__name__}: {redact_text(str(exc))}")
 
 
 def _server_request_id(response: requests.Response) -> str | None:

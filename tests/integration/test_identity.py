@@ -27,7 +27,8 @@ from shared.identity import (
     credential_options,
     is_microsoft_authority,
 )
-from shared.settings import AuthMode, AuthSettings, Settings
+from shared.settings import Settings
+from shared.settings_sections import AuthMode, AuthSettings
 from tests.support.stack import EmulatorInfo
 
 # ================================================================================ provider, fake credential

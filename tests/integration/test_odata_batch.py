@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from shared.d365.errors import D365ConnectionError, D365NotFoundError
 from shared.d365.odata import ODataClient
 from shared.d365.odata_query import F
 from shared.d365.transport import D365Transport
-from tests.integration.test_odata_client import make_transport
+from tests.support.d365 import FAST_RETRIES, make_transport
 from tests.support.stack import EmulatorInfo
 
 CUSTOMERS = "CustomersV3"
@@ -179,9 +180,9 @@ def test_bulk_of_thousands_survives_a_429_storm(
     clean_emulator.admin(
         "PUT", "limits", json={"window_seconds": 1, "requests": {"enabled": True, "limit": 2}}
     )
-    policy = {} if transport_retries_429 else {"max_throttle_attempts": 0}
+    policy = FAST_RETRIES if transport_retries_429 else replace(FAST_RETRIES, max_throttle_attempts=0)
     n = 3000
-    with make_transport(clean_emulator, **policy) as transport:
+    with make_transport(clean_emulator, policy=policy) as transport:
         client = ODataClient(transport)
         result = client.bulk(creates("STORM-", n), changeset_size=50, max_operations_per_batch=500)
         rejections = clean_emulator.admin("GET", "limits")["rejections"]

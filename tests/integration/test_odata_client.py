@@ -2,59 +2,21 @@
 
 from __future__ import annotations
 
-import threading
 import tracemalloc
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import requests
 
 from shared.d365.errors import D365ConflictError, D365HTTPError, D365NotFoundError
 from shared.d365.odata import ODataClient
 from shared.d365.odata_query import Enum, F, Filter
-from shared.d365.retry import RetryPolicy
 from shared.d365.transport import D365Transport
+from tests.support.d365 import make_transport
 from tests.support.stack import EmulatorInfo
 
 CUSTOMERS = "CustomersV3"
-
-
-class EmulatorTokens:
-    """A tiny client-credentials provider (the real one in shared/identity.py is not under test here)."""
-
-    def __init__(self, emulator: EmulatorInfo) -> None:
-        self._emulator = emulator
-        self._token: str | None = None
-        self._lock = threading.Lock()
-
-    def get_token(self) -> str:
-        with self._lock:
-            if self._token is None:
-                response = requests.post(
-                    self._emulator.token_url,
-                    data={
-                        "grant_type": "client_credentials",
-                        "client_id": self._emulator.client_id,
-                        "client_secret": self._emulator.client_secret,
-                        "scope": f"{self._emulator.base_url}/.default",
-                    },
-                    verify=self._emulator.ca_file,
-                    timeout=30,
-                )
-                response.raise_for_status()
-                self._token = str(response.json()["access_token"])
-            return self._token
-
-    def invalidate(self) -> None:
-        with self._lock:
-            self._token = None
-
-
-def make_transport(emulator: EmulatorInfo, **policy: Any) -> D365Transport:
-    settings: dict[str, Any] = {"backoff_base": 0.05, "backoff_max": 0.2, "total_timeout": 60, **policy}
-    return D365Transport(emulator.base_url, EmulatorTokens(emulator), policy=RetryPolicy(**settings))
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from shared.d365.errors import D365Error, D365NotFoundError, D365ServerError, D3
 from shared.d365.retry import RetryPolicy
 from shared.d365.services import CustomServiceClient, OperationDescription, Parameter
 from shared.d365.transport import D365Transport
-from tests.integration.test_transport_emulator import EmulatorTokens, faults, limits, logged
+from tests.support.d365 import faults, limits, logged, make_transport
 from tests.support.scripted_server import Reply, ScriptedServer
 from tests.support.stack import EmulatorInfo
 
@@ -145,11 +145,7 @@ def test_listings_are_tolerant(scripted) -> None:
 
 @pytest.fixture
 def client(clean_emulator: EmulatorInfo) -> Iterator[CustomServiceClient]:
-    transport = D365Transport(
-        clean_emulator.base_url,
-        EmulatorTokens(clean_emulator),
-        policy=RetryPolicy(backoff_base=0.05, backoff_max=0.2, total_timeout=60),
-    )
+    transport = make_transport(clean_emulator)
     yield CustomServiceClient(transport)
     transport.close()
 
@@ -205,7 +201,7 @@ def test_emulator_unknown_service_is_not_found(client) -> None:
 def test_emulator_throttled_post_is_posted_exactly_once(clean_emulator: EmulatorInfo) -> None:
     limits(clean_emulator, resource={"next_requests": 2, "retry_after_seconds": 1})
     sleeps: list[float] = []  # resource pressure counts requests, not time: no need to really wait
-    transport = D365Transport(clean_emulator.base_url, EmulatorTokens(clean_emulator), sleep=sleeps.append)
+    transport = make_transport(clean_emulator, policy=RetryPolicy(), sleep=sleeps.append)
     client = CustomServiceClient(transport)
     first = client.call(*LEDGER, "postJournal", JOURNAL)
     second = client.call(*LEDGER, "postJournal", JOURNAL)
@@ -226,9 +222,7 @@ def test_emulator_503_on_a_post_is_not_retried(clean_emulator: EmulatorInfo, cli
 
 def test_emulator_throttling_past_the_deadline_raises_throttled(clean_emulator: EmulatorInfo) -> None:
     limits(clean_emulator, resource={"next_requests": 5, "retry_after_seconds": 30})
-    transport = D365Transport(
-        clean_emulator.base_url, EmulatorTokens(clean_emulator), policy=RetryPolicy(total_timeout=10)
-    )
+    transport = make_transport(clean_emulator, policy=RetryPolicy(total_timeout=10))
     with pytest.raises(D365ThrottledError) as caught:
         CustomServiceClient(transport).call(*LEDGER, "postJournal", JOURNAL)
     assert caught.value.retry_after == 30.0

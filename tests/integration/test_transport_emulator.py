@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pytest
 import requests
@@ -13,6 +12,7 @@ import requests
 from shared.d365.errors import D365ServerError
 from shared.d365.retry import RetryPolicy
 from shared.d365.transport import D365Transport
+from tests.support.d365 import faults, limits, logged, make_transport
 from tests.support.stack import EmulatorInfo
 
 SESSION_INFO = "/api/services/UserSessionService/AifUserSessionService/GetUserSessionInfo"
@@ -20,7 +20,7 @@ LISTING = "/api/services/UserSessionService/AifUserSessionService"
 
 
 class EmulatorTokens:
-    """A tiny client-credentials provider (the real one, shared/identity.py, is not under test here)."""
+    """A client-credentials provider counting fetches and invalidations (the key-rotation test needs them)."""
 
     def __init__(self, emulator: EmulatorInfo) -> None:
         self._emulator = emulator
@@ -54,20 +54,6 @@ class EmulatorTokens:
             self.invalidations += 1
 
 
-def faults(emulator: EmulatorInfo, *rules: dict[str, Any]) -> None:
-    """Replace the emulator's fault rules (``PUT /_emulator/faults``)."""
-    emulator.admin("PUT", "faults", json={"rules": list(rules)})
-
-
-def limits(emulator: EmulatorInfo, **body: Any) -> None:
-    emulator.admin("PUT", "limits", json=body)
-
-
-def logged(emulator: EmulatorInfo, path: str) -> list[dict[str, Any]]:
-    answer = emulator.admin("GET", "requests", params={"path_prefix": path, "limit": 1000})
-    return [r for r in answer["requests"] if r["path"] == path]
-
-
 @pytest.fixture
 def tokens(clean_emulator: EmulatorInfo) -> EmulatorTokens:
     return EmulatorTokens(clean_emulator)
@@ -75,8 +61,7 @@ def tokens(clean_emulator: EmulatorInfo) -> EmulatorTokens:
 
 @pytest.fixture
 def transport(clean_emulator: EmulatorInfo, tokens: EmulatorTokens):
-    policy = RetryPolicy(backoff_base=0.05, backoff_max=0.2, total_timeout=60)
-    with D365Transport(clean_emulator.base_url, tokens, policy=policy) as t:
+    with make_transport(clean_emulator, tokens=tokens) as t:
         yield t
 
 
@@ -108,10 +93,10 @@ def test_429_storm_ends_with_zero_lost_operations(
     assert answered.count(429) == stats["retries"]["throttled"]
 
 
-def test_resource_pressure_429_is_waited_out(clean_emulator: EmulatorInfo, tokens: EmulatorTokens) -> None:
+def test_resource_pressure_429_is_waited_out(clean_emulator: EmulatorInfo) -> None:
     limits(clean_emulator, resource={"next_requests": 2, "retry_after_seconds": 1})
     sleeps: list[float] = []  # resource pressure counts requests, not time: no need to really wait
-    with D365Transport(clean_emulator.base_url, tokens, sleep=sleeps.append) as transport:
+    with make_transport(clean_emulator, policy=RetryPolicy(), sleep=sleeps.append) as transport:
         assert transport.request("GET", LISTING).status_code == 200
     assert sleeps == [1.0, 1.0]
 

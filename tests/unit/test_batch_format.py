@@ -11,17 +11,10 @@ from typing import Any
 
 import pytest
 
-from shared.d365.batch import (
-    BatchOperation,
-    BatchRequest,
-    BatchResponse,
-    BatchResult,
-    BulkPlanner,
-    match_responses,
-    parse_multipart,
-    split_multipart,
-)
+from shared.d365.batch import BatchOperation, BatchRequest, BatchResult, match_responses
+from shared.d365.bulk import BulkPlanner
 from shared.d365.errors import ODataQueryError
+from shared.d365.multipart import BatchResponse, parse_multipart, split_multipart
 
 BASE = "https://contoso.operations.dynamics.com"
 KEY = {"dataAreaId": "usmf", "CustomerAccount": "US-001"}

@@ -255,5 +255,5 @@ def test_from_settings_validates() -> None:
 
 
 def test_the_real_http_settings_fit() -> None:
-    settings = pytest.importorskip("shared.settings")
+    settings = pytest.importorskip("shared.settings_sections")
     assert RetryPolicy.from_settings(settings.HttpSettings()) == RetryPolicy()

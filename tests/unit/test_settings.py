@@ -20,16 +20,9 @@ from cryptography.x509.oid import NameOID
 from shared import settings as settings_module
 from shared.identity import build_credential
 from shared.keyvault import KeyVaultReference, KeyVaultUnreachableError, SecretNotFoundError
-from shared.settings import (
-    AuthMode,
-    ConfigurationError,
-    HttpSettings,
-    Secret,
-    Settings,
-    SettingsReader,
-    StorageSettings,
-    trust_bundle,
-)
+from shared.settings import ConfigurationError, Secret, Settings, SettingsReader
+from shared.settings_sections import AuthMode, HttpSettings, StorageSettings
+from shared.trust_bundle import trust_bundle
 
 BASE = {
     "D365_BASE_URL": "https://contoso.operations.dynamics.com",

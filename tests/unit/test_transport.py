@@ -536,7 +536,7 @@ def test_authenticated_call_needs_a_token_provider(server, clock) -> None:
 
 
 def test_from_settings_takes_timeouts_and_policy(tokens) -> None:
-    settings = pytest.importorskip("shared.settings")
+    settings = pytest.importorskip("shared.settings_sections")
     http = settings.HttpSettings(connect_timeout=3.0, read_timeout=40.0, retry_max_attempts=2)
     transport = D365Transport.from_settings("https://contoso.example/", tokens, http)
     assert (transport.connect_timeout, transport.read_timeout) == (3.0, 40.0)
