@@ -64,7 +64,9 @@ def test_readiness_is_ok_on_the_local_stack(emulator: EmulatorInfo, azurite: Azu
 
 
 def test_unreachable_d365_fails_only_the_d365_checks(emulator: EmulatorInfo, azurite: AzuriteInfo) -> None:
-    env = stack_env(emulator, azurite, D365_BASE_URL=f"http://127.0.0.1:{free_port()}")
+    env = stack_env(
+        emulator, azurite, D365_BASE_URL=f"http://127.0.0.1:{free_port()}", D365_RETRY_MAX_ATTEMPTS="2"
+    )
     context = AppContext.from_settings(Settings.from_env(env))
     try:
         report = check_readiness(context)
