@@ -176,9 +176,10 @@ def test_bulk_reports_genuine_failures_per_operation(client: ODataClient) -> Non
 def test_bulk_of_thousands_survives_a_429_storm(
     clean_emulator: EmulatorInfo, transport_retries_429: bool
 ) -> None:
-    # 2 requests per second: every other $batch is refused with 429 + Retry-After (whole seconds).
+    # Deterministic storm: the next 3 requests are refused with 429 + Retry-After (resource-based limit),
+    # whatever the machine's speed (a rate limit alone may never trip when batches are slow).
     clean_emulator.admin(
-        "PUT", "limits", json={"window_seconds": 1, "requests": {"enabled": True, "limit": 2}}
+        "PUT", "limits", json={"resource": {"next_requests": 3, "retry_after_seconds": 1}}
     )
     policy = FAST_RETRIES if transport_retries_429 else replace(FAST_RETRIES, max_throttle_attempts=0)
     n = 3000
