@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         emulator = stack.enter_context(
             run_emulator(
                 state / "emulator",
-                "--identity-header", values.get("IDENTITY_HEADER") or "local-development-identity-header",
+                "--identity-header",
+                values.get("IDENTITY_HEADER") or "local-development-identity-header",
                 port=_port(values.get("D365_BASE_URL", ""), 8765),
                 tls_port=_port(values.get("KEY_VAULT_URL", ""), 8766),
                 echo=True,

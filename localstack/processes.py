@@ -65,9 +65,18 @@ def run_emulator(
     """Start `python -m emulator` and wait for its ready line; free ports are chosen when not given."""
     port, tls_port = port or free_port(), tls_port or free_port()
     cmd = [
-        sys.executable, "-m", "emulator",
-        "--host", "127.0.0.1", "--port", str(port), "--tls-port", str(tls_port),
-        "--data-dir", str(data_dir), *extra_args,
+        sys.executable,
+        "-m",
+        "emulator",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--tls-port",
+        str(tls_port),
+        "--data-dir",
+        str(data_dir),
+        *extra_args,
     ]
     proc = subprocess.Popen(
         cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
@@ -84,11 +93,12 @@ def run_emulator(
             continue
         lines.append(line)
         if line.startswith(READY_PREFIX):
-            info = json.loads(line[len(READY_PREFIX):])
+            info = json.loads(line[len(READY_PREFIX) :])
             break
     if info is None:
         proc.kill()
         raise RuntimeError("emulator did not start:\n" + "".join(lines[-50:]))
+
     # keep draining output so the emulator never blocks on a full pipe
     def drain() -> None:
         for text in proc.stdout or []:
@@ -141,12 +151,20 @@ def run_azurite(
     """Start Azurite's blob service (in memory unless a location is given) with the API-version check off."""
     port = port or free_port()
     cmd = [
-        azurite_binary(), "--blobHost", "127.0.0.1", "--blobPort", str(port),
-        "--skipApiVersionCheck", "--silent", "--disableTelemetry", "--loose",
+        azurite_binary(),
+        "--blobHost",
+        "127.0.0.1",
+        "--blobPort",
+        str(port),
+        "--skipApiVersionCheck",
+        "--silent",
+        "--disableTelemetry",
+        "--loose",
     ]
     cmd += ["--location", str(location)] if location else ["--inMemoryPersistence"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ})
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ}
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

@@ -81,8 +81,11 @@ def test_unreachable_d365_fails_only_the_d365_checks(emulator: EmulatorInfo, azu
 
 
 def test_ready_function_answers_200_with_every_check(
-    emulator: EmulatorInfo, azurite: AzuriteInfo, app_functions: dict[str, Any],
-    monkeypatch: pytest.MonkeyPatch, isolated_context: None,
+    emulator: EmulatorInfo,
+    azurite: AzuriteInfo,
+    app_functions: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    isolated_context: None,
 ) -> None:
     for name, value in stack_env(emulator, azurite).items():
         monkeypatch.setenv(name, value)

@@ -7,8 +7,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-DEPLOYED = [ROOT / "function_app.py", *sorted((ROOT / "blueprints").rglob("*.py")),
-            *sorted((ROOT / "shared").rglob("*.py"))]
+DEPLOYED = [
+    ROOT / "function_app.py",
+    *sorted((ROOT / "blueprints").rglob("*.py")),
+    *sorted((ROOT / "shared").rglob("*.py")),
+]
 # Top-level modules the deployed code may import: the stdlib, requirements.txt and the app's own packages.
 RUNTIME_PACKAGES = {"azure", "requests", "urllib3", "shared", "blueprints"}
 DEV_ONLY = ("emulator", "localstack", "tests", "bench")
@@ -29,7 +32,8 @@ def test_deployed_code_imports_only_runtime_dependencies() -> None:
     offenders = {}
     for path in DEPLOYED:
         extra = {
-            name for name in imported_top_levels(path)
+            name
+            for name in imported_top_levels(path)
             if name not in sys.stdlib_module_names and name not in RUNTIME_PACKAGES
         }
         if extra:
@@ -39,7 +43,8 @@ def test_deployed_code_imports_only_runtime_dependencies() -> None:
 
 def test_funcignore_keeps_development_code_out_of_the_deployment() -> None:
     ignored = {
-        line.strip() for line in (ROOT / ".funcignore").read_text().splitlines()
+        line.strip()
+        for line in (ROOT / ".funcignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     }
     for name in (*DEV_ONLY, "requirements-dev.txt", "local.settings.json", "node_modules", ".venv"):
@@ -49,10 +54,12 @@ def test_funcignore_keeps_development_code_out_of_the_deployment() -> None:
 
 
 def test_runtime_requirements_hold_only_runtime_packages() -> None:
-    lines = [
-        line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()
-    ]
+    lines = [line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
     names = {line.split(">")[0].split("=")[0].split("<")[0].strip().lower() for line in lines if line}
     assert names == {
-        "azure-functions", "azure-identity", "azure-keyvault-secrets", "azure-storage-blob", "requests",
+        "azure-functions",
+        "azure-identity",
+        "azure-keyvault-secrets",
+        "azure-storage-blob",
+        "requests",
     }
