@@ -17,6 +17,7 @@ from shared.d365.services import CustomServiceClient
 from shared.d365.transport import D365Transport
 from shared.identity import D365TokenProvider
 from shared.settings import Settings
+from shared.storage import BlobStore
 
 
 @dataclass
@@ -29,6 +30,7 @@ class AppContext:
     odata: ODataClient
     services: CustomServiceClient
     blob_service: BlobServiceClient
+    store: BlobStore
 
     @classmethod
     def from_settings(cls, settings: Settings, **transport_options: Any) -> AppContext:
@@ -42,7 +44,8 @@ class AppContext:
             transport=transport,
             odata=ODataClient(transport, page_size=settings.http.odata_page_size),
             services=CustomServiceClient(transport),
-            blob_service=settings.storage.blob_service_client(),
+            blob_service=(blob_service := settings.storage.blob_service_client()),
+            store=BlobStore(blob_service),
         )
 
     def close(self) -> None:
