@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from localstack.processes import ROOT, run_azurite, run_emulator
-from localstack.settings import load_values, settings_file
+from runner import Runner, SettingsError, configure_logging, load_local_settings
 
 
 def _port(url: str, default: int) -> int:
@@ -30,18 +30,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", default=None, help="settings file (default: local.settings.json)")
     args = parser.parse_args(argv)
 
-    path = Path(args.settings) if args.settings else settings_file()
-    values = load_values(path)
+    try:
+        local = load_local_settings(Path(args.settings) if args.settings else None, root=ROOT)
+    except SettingsError as exc:
+        raise SystemExit(str(exc)) from exc
+    values = local.values
     state = Path(args.state_dir)
     (state / "azurite").mkdir(parents=True, exist_ok=True)
     (state / "emulator").mkdir(parents=True, exist_ok=True)
 
+    configure_logging()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
 
     with ExitStack() as stack:
-        print(f"settings: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}", flush=True)
+        print(f"settings: {local.path}", flush=True)
         azurite = stack.enter_context(run_azurite(state / "azurite", port=10000))
         emulator = stack.enter_context(
             run_emulator(
@@ -61,11 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _start_functions(stack: ExitStack, values: dict[str, str], port: int) -> str:
-    """Start the function app through the local runner when it is available."""
-    try:
-        from runner import Runner  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return "functions: the local runner is not installed in this checkout"
+    """Serve the function app's triggers through the local runner, as `func start` would."""
     runner = Runner.from_values(values, port=port)
     stack.callback(runner.stop)
     runner.start()

@@ -14,7 +14,7 @@ DEPLOYED = [
 ]
 # Top-level modules the deployed code may import: the stdlib, requirements.txt and the app's own packages.
 RUNTIME_PACKAGES = {"azure", "requests", "urllib3", "shared", "blueprints"}
-DEV_ONLY = ("emulator", "localstack", "tests", "bench")
+DEV_ONLY = ("emulator", "localstack", "runner", "ops", "tests", "bench")
 
 
 def imported_top_levels(path: Path) -> set[str]:
