@@ -178,9 +178,7 @@ def test_bulk_of_thousands_survives_a_429_storm(
 ) -> None:
     # Deterministic storm: the next 3 requests are refused with 429 + Retry-After (resource-based limit),
     # whatever the machine's speed (a rate limit alone may never trip when batches are slow).
-    clean_emulator.admin(
-        "PUT", "limits", json={"resource": {"next_requests": 3, "retry_after_seconds": 1}}
-    )
+    clean_emulator.admin("PUT", "limits", json={"resource": {"next_requests": 3, "retry_after_seconds": 1}})
     policy = FAST_RETRIES if transport_retries_429 else replace(FAST_RETRIES, max_throttle_attempts=0)
     n = 3000
     with make_transport(clean_emulator, policy=policy) as transport:
