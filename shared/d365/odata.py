@@ -101,6 +101,9 @@ class Pager(Iterable[Row]):
     def __iter__(self) -> Iterator[Row]:
         for page in self.by_page():
             yield from page
+            # Drop the spent page before the loop fetches the next one: otherwise it stays referenced
+            # while the next page is downloaded and decoded, and peak memory holds two pages, not one.
+            del page
 
 
 class ODataClient:
