@@ -13,6 +13,7 @@ per-call state lives on the stack and ``stats`` takes a lock. The token provider
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Mapping
@@ -114,6 +115,11 @@ class D365Transport:
         self._sleep = sleep
         self._clock = clock
         self.stats = TransportStats()
+        # One throttle gate per transport (= per D365 caller identity): after a 429, every call on this
+        # transport waits for the announced moment instead of each thread collecting its own 429, which
+        # D365 counts against the caller ("continued demanding requests extend the interval", ref §2.3).
+        self._gate_lock = threading.Lock()
+        self._throttled_until = 0.0
         _guard_urllib3_logging()
         self._owns_session = session is None
         if session is None:
@@ -148,6 +154,20 @@ class D365Transport:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _gate_pause(self, already_waited_until: float) -> tuple[float, float]:
+        """(seconds until the throttle gate opens, the moment it opens); 0 when open or already waited."""
+        with self._gate_lock:
+            until = self._throttled_until
+        if until <= already_waited_until:
+            return 0.0, until
+        return max(0.0, until - self._clock()), until
+
+    def _close_gate(self, seconds: float) -> float:
+        """Close the gate for ``seconds`` from now; returns the moment it opens again."""
+        with self._gate_lock:
+            self._throttled_until = max(self._throttled_until, self._clock() + seconds)
+            return self._throttled_until
 
     def request(
         self,
@@ -267,6 +287,7 @@ class _Call:
         self.throttled = 0
         self.refreshed = False
         self.previous_delay = 0.0
+        self.gate_waited = 0.0  # the throttle-gate moment this call has already slept until
 
     def elapsed(self) -> float:
         return self.t._clock() - self.started
@@ -280,6 +301,13 @@ class _Call:
                     request_id=self.request_id,
                     url=self.safe_url,
                 )
+            pause, opens = self.t._gate_pause(self.gate_waited) if self.authenticate else (0.0, 0.0)
+            if pause > 0:  # another call on this transport was told to back off: honour it too
+                self.gate_waited = opens
+                self.t.stats.count("retries", "throttle_gate")
+                self.t.stats.add(slept_seconds=min(pause, remaining), throttled_seconds=min(pause, remaining))
+                self.t._sleep(min(pause, remaining))
+                continue
             if self.attempts:
                 self.body.rewind()
             self.attempts += 1
@@ -380,6 +408,8 @@ class _Call:
             elapsed=self.elapsed(),
             previous_delay=self.previous_delay,
         )
+        if status == 429 and decision.retry and self.authenticate:
+            self.gate_waited = self.t._close_gate(decision.delay)  # this call sleeps it out in _wait
         if not self._wait(decision, throttled=status == 429):
             raise error_for_status(
                 status,

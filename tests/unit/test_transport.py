@@ -94,6 +94,31 @@ def test_429_then_200_honours_retry_after(server, tokens, clock) -> None:
     assert len(server.requests) == 2
 
 
+def test_a_429_holds_back_every_other_call_on_the_transport(server, tokens, clock) -> None:
+    # The second call starts while the first call's Retry-After is still running (the first call's sleep
+    # is frozen here): it waits for the same moment instead of collecting a 429 of its own.
+    server.add(Reply(429, {"Retry-After": "5"}), Reply(200), Reply(200))
+    transport = make(server, tokens, clock)
+    frozen: list[float] = []
+    transport._sleep = frozen.append
+    assert transport.request("GET", "/data/A").status_code == 200
+    assert transport.request("GET", "/data/B").status_code == 200
+    assert frozen == [5.0, 5.0]
+    assert [r.route for r in server.requests] == ["/data/A", "/data/A", "/data/B"]
+    assert transport.stats.snapshot()["retries"] == {"throttled": 1, "throttle_gate": 1}
+
+
+def test_the_throttle_gate_never_holds_back_sas_blob_calls(server, tokens, clock) -> None:
+    server.add(Reply(429, {"Retry-After": "5"}), Reply(200), Reply(201))
+    transport = make(server, tokens, clock)
+    frozen: list[float] = []
+    transport._sleep = frozen.append
+    transport.request("GET", "/data/A")
+    blob_url = f"{server.url}/dmf/package.zip?sv=2014-02-14&sig=x"
+    assert transport.request("PUT", blob_url, data=b"zip", authenticate=False).status_code == 201
+    assert frozen == [5.0]
+
+
 def test_retry_after_is_capped(server, tokens, clock) -> None:
     server.add(Reply(429, {"Retry-After": "3600"}), Reply(204))
     transport = make(server, tokens, clock, RetryPolicy(retry_after_cap=5))
