@@ -28,6 +28,8 @@ BENCHMARKS: dict[str, str] = {
     "odata_extract": "OData extraction: records/s vs plain requests, peak RSS vs row count",
     "throttled_bulk": "bulk writes under a low request limit: throughput vs the limit, zero failures",
     "business_events": "business-event receipt: events/s vs raw conditional blob writes, latency p50/p99",
+    "exports_dequeue": "1 GiB export dequeue: wall time vs a plain streamed copy, peak RSS < 150 MiB",
+    "packages": "package build and SAS block upload: throughput vs bare deflate / the Azure SDK, memory",
 }
 
 

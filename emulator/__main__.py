@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -42,6 +43,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--default-company", default=defaults.default_company)
     parser.add_argument("--identity-header", default=None, help="managed-identity secret (default: random)")
     parser.add_argument("--no-seed", action="store_true", help="start with empty D365 data")
+    parser.add_argument(
+        "--blob-connection-string",
+        default=os.environ.get("EMULATOR_BLOB_CONNECTION_STRING") or None,
+        help="storage for the DMF package API's 'dmf' container (env EMULATOR_BLOB_CONNECTION_STRING; "
+        "default UseDevelopmentStorage=true: Azurite on 127.0.0.1:10000)",
+    )
+    parser.add_argument(
+        "--dmf-step-delay",
+        type=float,
+        default=defaults.dmf_step_delay_seconds,
+        help="seconds each DMF execution step takes (default %(default)s)",
+    )
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="stderr log level"
     )
@@ -169,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         token_lifetime_seconds=args.token_lifetime,
         default_company=args.default_company,
         seed=not args.no_seed,
+        blob_connection_string=args.blob_connection_string,
+        dmf_step_delay_seconds=args.dmf_step_delay,
     )
     temp_dir = args.data_dir is None
     if args.data_dir is not None:

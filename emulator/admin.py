@@ -72,6 +72,9 @@ class _Admin:
         state.log.clear()
         state.tokens.reset()
         state.apps.reset()
+        state.dmf.reset()
+        state.connector.reset()
+        state.business_events.reset()
         return JSONResponse({"reset": True})
 
     async def seed(self, request: Request) -> Response:

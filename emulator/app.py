@@ -11,7 +11,11 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
-from emulator import admin, entra, keyvault, services
+from emulator import admin, connector, entra, keyvault, services
+from emulator.business_events import BusinessEvents
+from emulator.business_events import routes as business_events_routes
+from emulator.dmf import admin as dmf_admin
+from emulator.dmf import wiring as dmf_wiring
 from emulator.entra import AppRegistry, TokenAuthority, seeded_apps
 from emulator.faults import FaultInjector
 from emulator.middleware import EmulatorGate
@@ -40,7 +44,7 @@ def build_state(config: EmulatorConfig, *, identity_header: str | None = None) -
     )
     default_company = config.default_company
     apps = AppRegistry(lambda: seeded_apps(client_cert.certificate, default_company))
-    return EmulatorState(
+    state = EmulatorState(
         config=config,
         data_dir=data_dir,
         tokens=tokens,
@@ -55,6 +59,15 @@ def build_state(config: EmulatorConfig, *, identity_header: str | None = None) -
         ca_file=tls.ca_file,
         certificate_path=client_cert.path,
     )
+    state.dmf = dmf_wiring.install(
+        state,
+        blob_connection_string=config.blob_connection_string,
+        step_delay_seconds=config.dmf_step_delay_seconds,
+    )
+    state.connector = connector.build_connector(state)
+    state.business_events = BusinessEvents()
+    state.business_events.attach(state)
+    return state
 
 
 def server_tls_files(state: EmulatorState) -> tuple[Path, Path]:
@@ -71,6 +84,9 @@ def create_app(state: EmulatorState) -> ASGIApp:
         *entra.routes(state),
         *odata_routes.routes(state),
         *services.routes(state),
+        *connector.routes(state),
+        *dmf_admin.routes(state),
+        *business_events_routes(state),
         *keyvault.routes(state),
         *admin.routes(state),
     ]

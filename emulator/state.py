@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from emulator.business_events import BusinessEvents
+    from emulator.connector import Connector
+    from emulator.dmf import DmfModel
     from emulator.entra import AppRegistry, TokenAuthority
     from emulator.faults import FaultInjector
     from emulator.keyvault import KeyVault
@@ -32,6 +35,9 @@ class EmulatorConfig:
     token_lifetime_seconds: int = 3600
     default_company: str = "usmf"
     seed: bool = True  # load the believable demo data set on first start
+    # Azurite (or Azure) storage of the DMF package API's ``dmf`` container; None = UseDevelopmentStorage=true
+    blob_connection_string: str | None = None
+    dmf_step_delay_seconds: float = 1.0  # how long each DMF execution step takes (admin can change it)
 
     @property
     def base_url(self) -> str:
@@ -82,6 +88,9 @@ class EmulatorState:
     ca_file: Path
     certificate_path: Path
     extra_info: dict[str, Any] = field(default_factory=dict)
+    connector: Connector = field(init=False)  # recurring integrations; set by build_state
+    business_events: BusinessEvents = field(init=False)  # ref §5; set by build_state
+    dmf: DmfModel = field(init=False)  # the DMF package API (ref §3); set by build_state
 
     @property
     def authority_url(self) -> str:

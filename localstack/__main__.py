@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
                 port=_port(values.get("D365_BASE_URL", ""), 8765),
                 tls_port=_port(values.get("KEY_VAULT_URL", ""), 8766),
                 echo=True,
+                blob_connection_string=azurite.connection_string,
             )
         )
         started = _start_functions(stack, values, args.functions_port)

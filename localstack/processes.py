@@ -61,8 +61,13 @@ def run_emulator(
     tls_port: int | None = None,
     timeout: float = 60,
     echo: bool = False,
+    blob_connection_string: str | None = None,
 ) -> Iterator[EmulatorInfo]:
-    """Start `python -m emulator` and wait for its ready line; free ports are chosen when not given."""
+    """Start `python -m emulator` and wait for its ready line; free ports are chosen when not given.
+
+    ``blob_connection_string``: the storage of the DMF package API (Azurite); passed in the environment
+    (EMULATOR_BLOB_CONNECTION_STRING), not on the command line, so the account key stays out of ``ps``.
+    """
     port, tls_port = port or free_port(), tls_port or free_port()
     cmd = [
         sys.executable,
@@ -78,8 +83,11 @@ def run_emulator(
         str(data_dir),
         *extra_args,
     ]
+    env = {**os.environ}
+    if blob_connection_string:
+        env["EMULATOR_BLOB_CONNECTION_STRING"] = blob_connection_string
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env
     )
     lines: list[str] = []
     info: dict[str, Any] | None = None

@@ -11,9 +11,11 @@ from tests.support.stack import AzuriteInfo, EmulatorInfo, run_azurite, run_emul
 
 
 @pytest.fixture(scope="session")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorInfo]:
-    """One emulator process per test session (per xdist worker)."""
-    with run_emulator(tmp_path_factory.mktemp("emulator")) as info:
+def emulator(tmp_path_factory: pytest.TempPathFactory, azurite: AzuriteInfo) -> Iterator[EmulatorInfo]:
+    """One emulator process per test session (per xdist worker); its DMF package API uses ``azurite``."""
+    with run_emulator(
+        tmp_path_factory.mktemp("emulator"), blob_connection_string=azurite.connection_string
+    ) as info:
         yield info
 
 

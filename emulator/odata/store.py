@@ -5,15 +5,19 @@ property with its exact name; Edm.String TEXT (COLLATE NOCASE: F&O runs on a cas
 collation, so 'USMF' finds 'usmf'), Int32/Int64 INTEGER, Decimal REAL, Boolean INTEGER 0/1, DateTimeOffset
 ``YYYY-MM-DDTHH:MM:SSZ``, Date TEXT ``YYYY-MM-DD``, enums TEXT symbol, Guid TEXT lowercase. Two hidden columns
 carry what the ETag is made of (ref §1.5): ``_RecId`` (the rowid) and ``_RecVersion``.
+
+Change listeners (``on_change``) hear about rows written through ``insert``/``update``/``delete`` once the
+outermost transaction commits, never for rolled-back work (business events are tied to the commit, ref §5.3).
 """
 
 from __future__ import annotations
 
 import binascii
 import hashlib
+import logging
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,9 +44,13 @@ from emulator.odata.seed import (
 if TYPE_CHECKING:
     from emulator.odata.actions import ActionRegistry
 
-__all__ = ["FIRST_REC_ID", "ODataStore", "Row", "etag_for"]
+__all__ = ["FIRST_REC_ID", "ChangeListener", "ODataStore", "Row", "etag_for"]
 
 Row = dict[str, Any]  # storage values by column name, including _RecId and _RecVersion
+# (entity set, "create" | "update" | "delete", row before or None, row after or None), after the commit
+ChangeListener = Callable[[str, str, Row | None, Row | None], None]
+_Change = tuple[str, str, Row | None, Row | None]
+log = logging.getLogger("emulator.odata.store")
 FIRST_REC_ID = 5637144576  # where F&O RecIds of a fresh table typically start
 _BUSY_TIMEOUT_S = 30.0
 _b64 = binascii.b2a_base64
@@ -95,6 +103,7 @@ class ODataStore:
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._extra_demo: dict[str, list[dict[str, Any]]] = {}
+        self._listeners: list[tuple[ChangeListener, frozenset[str] | None]] = []
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         self._prepare()
 
@@ -114,6 +123,7 @@ class ODataStore:
             conn.create_function("odata_etag", 2, etag_for, deterministic=True)
             self._local.conn = conn
             self._local.depth = 0
+            self._local.pending = []  # committed-changes-to-be of the open transaction (_Change)
             with self._connections_lock:
                 self._connections.append(conn)
         return conn
@@ -123,8 +133,10 @@ class ODataStore:
         """A write transaction; nested calls become savepoints so a batch changeset can wrap many writes."""
         conn = self.connection()
         depth: int = self._local.depth
+        pending: list[_Change] = self._local.pending
         if depth == 0:
             self._write_lock.acquire()
+            pending.clear()
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except BaseException:
@@ -132,11 +144,13 @@ class ODataStore:
                 raise
         else:
             conn.execute(f"SAVEPOINT sp{depth}")
+        mark = len(pending)
         self._local.depth = depth + 1
         try:
             yield conn
         except BaseException:
             self._local.depth = depth
+            del pending[mark:]  # the rolled-back writes never happened for the listeners
             if depth == 0:
                 try:
                     conn.execute("ROLLBACK")
@@ -150,10 +164,68 @@ class ODataStore:
         if depth == 0:
             try:
                 conn.execute("COMMIT")
+            except BaseException:
+                pending.clear()
+                raise
             finally:
                 self._write_lock.release()
+            if pending:
+                committed = list(pending)
+                pending.clear()
+                self._notify(committed)
         else:
             conn.execute(f"RELEASE sp{depth}")
+
+    # --- change listeners -----------------------------------------------------------------------------
+
+    def on_change(
+        self, listener: ChangeListener, *, entity_sets: Iterable[str] | None = None
+    ) -> Callable[[], None]:
+        """Call ``listener(entity_set, operation, before, after)`` for every committed create/update/delete
+        (of ``entity_sets`` only, when given: other sets cost nothing). Rows are storage values with
+        ``_RecId``/``_RecVersion``. It runs on the writing thread right after the commit, outside the write
+        lock; it must be quick and must not raise (errors are logged). Returns a function that unsubscribes.
+        """
+        entry = (listener, frozenset(entity_sets) if entity_sets is not None else None)
+        with self._connections_lock:
+            self._listeners = [*self._listeners, entry]
+
+        def unsubscribe() -> None:
+            with self._connections_lock:
+                self._listeners = [e for e in self._listeners if e is not entry]
+
+        return unsubscribe
+
+    def watched(self, entity_set: str) -> bool:
+        """Whether any change listener wants changes of this set."""
+        return any(sets is None or entity_set in sets for _, sets in self._listeners)
+
+    def record_change(self, entity_set: str, operation: str, before: Row | None, after: Row | None) -> None:
+        """Report a write to the listeners (after the commit of the open transaction, if any). Writers that
+        bypass ``insert``/``update``/``delete`` (bulk SQL of an import) call this for the rows they touch."""
+        if not self.watched(entity_set):
+            return
+        change = (entity_set, operation, before, after)
+        if getattr(self._local, "depth", 0) > 0:
+            self._local.pending.append(change)
+        else:
+            self._notify([change])
+
+    def _notify(self, changes: Sequence[_Change]) -> None:
+        listeners = self._listeners
+        for entity_set, operation, before, after in changes:
+            for listener, sets in listeners:
+                if sets is not None and entity_set not in sets:
+                    continue
+                try:
+                    listener(entity_set, operation, before, after)
+                except Exception:
+                    log.exception("change listener failed for %s %s", operation, entity_set)
+
+    def _row_by_rec_id(self, conn: sqlite3.Connection, entity: EntityType, rec_id: int) -> Row | None:
+        cursor = conn.execute(f'SELECT * FROM {quote_ident(entity.set_name)} WHERE "_RecId" = ?', (rec_id,))
+        row = cursor.fetchone()
+        return None if row is None else dict(zip([d[0] for d in cursor.description], row, strict=True))
 
     def close(self) -> None:
         with self._connections_lock:
@@ -324,20 +396,30 @@ class ODataStore:
                 (FIRST_REC_ID, rec_id),
             )
             rec_id = FIRST_REC_ID
+        if self.watched(entity.set_name):
+            self.record_change(entity.set_name, "create", None, self._row_by_rec_id(conn, entity, rec_id))
         return int(rec_id)
 
     def update(
         self, conn: sqlite3.Connection, entity: EntityType, rec_id: int, changes: Mapping[str, Any]
     ) -> None:
         """Write ``changes`` and bump RecVersion (every update changes the ETag, ref §1.5)."""
+        watched = self.watched(entity.set_name)
+        before = self._row_by_rec_id(conn, entity, rec_id) if watched else None
         sets = ['"_RecVersion" = "_RecVersion" + 1'] + [f"{quote_ident(n)} = ?" for n in changes]
         conn.execute(
             f'UPDATE {quote_ident(entity.set_name)} SET {", ".join(sets)} WHERE "_RecId" = ?',
             [*changes.values(), rec_id],
         )
+        if watched and before is not None:
+            after = self._row_by_rec_id(conn, entity, rec_id)
+            self.record_change(entity.set_name, "update", before, after)
 
     def delete(self, conn: sqlite3.Connection, entity: EntityType, rec_id: int) -> None:
+        before = self._row_by_rec_id(conn, entity, rec_id) if self.watched(entity.set_name) else None
         conn.execute(f'DELETE FROM {quote_ident(entity.set_name)} WHERE "_RecId" = ?', (rec_id,))
+        if before is not None:
+            self.record_change(entity.set_name, "delete", before, None)
 
 
 def storage_default(prop: Property, value: Any) -> Any:

@@ -208,7 +208,11 @@ def test_emulator_throttled_post_is_posted_exactly_once(clean_emulator: Emulator
     assert int(second["JournalNum"]) == int(first["JournalNum"]) + 1  # the 429s posted nothing
     path = "/api/services/EmuLedgerServices/EmuLedgerJournalService/postJournal"
     assert [r["status"] for r in logged(clean_emulator, path)] == [429, 429, 200, 200]
-    assert sleeps == [1.0, 1.0]
+    assert sleeps[:2] == [1.0, 1.0]
+    # the fake sleep does not move the clock, so the second call still finds the transport's throttle
+    # gate closed and waits out what is left of the announced second instead of drawing another 429
+    assert len(sleeps) <= 3
+    assert all(0 < extra <= 1.0 for extra in sleeps[2:])
     transport.close()
 
 
