@@ -4,9 +4,9 @@ emulator to Azurite (target ≤ 1.2), and the peak RSS of the dequeue (target < 
 Setup: Azurite (on disk) and the emulator (its connector family) on free loopback ports; one package of
 random bytes (incompressible, so nothing is cheaper than it should be) is queued on the emulator's export
 activity for every measured run. The emulator builds its packages from entity data, so this benchmark
-starts it through a thin wrapper (``--serve-emulator``) that adds one route, ``POST /_emulator/bench/queue-export``,
-queueing a file as an export message (the connector model's ``add_export``); everything else is the
-emulator as ``python -m emulator`` runs it.
+starts it through a thin wrapper (``--serve-emulator``) that adds one admin route,
+``POST /_emulator/bench/queue-export``, queueing a file as an export message (the connector model's
+``add_export``); everything else is the emulator as ``python -m emulator`` runs it.
 
 Each run is a fresh child process (``--child``), alternating baseline and ours, after one unmeasured
 warm-up of each; the medians are compared. Both children build the app context and fetch a token first
@@ -165,6 +165,7 @@ def child_main(impl: str) -> int:
         context.store.container(f"bench-{suffix}")
         context.store.container(f"bench-state-{suffix}")
         setup = peak_rss_mib()
+        cpu = time.process_time()
         if impl == "ours":
             activity = context.settings.section(ExportSettings).activities[0]
             started = time.perf_counter()
@@ -175,10 +176,19 @@ def child_main(impl: str) -> int:
             size = report.items[0].bytes
         else:
             seconds, size = _baseline(context, ConnectorClient(context.transport), token, f"bench-{suffix}")
+        cpu = time.process_time() - cpu
         peak = peak_rss_mib()
     finally:
         context.close()
-    print(json.dumps({"impl": impl, "seconds": seconds, "bytes": size, "setup_mib": setup, "peak_mib": peak}))
+    facts = {
+        "impl": impl,
+        "seconds": seconds,
+        "cpu": cpu,
+        "bytes": size,
+        "setup_mib": setup,
+        "peak_mib": peak,
+    }
+    print(json.dumps(facts))
     return 0
 
 
@@ -262,6 +272,8 @@ def run(size_mib: int | None = None, quick: bool = False, log: Callable[[str], N
             details=[
                 "baseline runs (s): " + ", ".join(f"{r['seconds']:.2f}" for r in runs["baseline"]),
                 "our runs (s):      " + ", ".join(f"{r['seconds']:.2f}" for r in runs["ours"]),
+                f"client CPU per run (median): ours {median([r['cpu'] for r in runs['ours']]):.2f} s, "
+                f"plain copy {median([r['cpu'] for r in runs['baseline']]):.2f} s",
             ],
         ),
         Result(
