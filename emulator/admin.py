@@ -5,7 +5,6 @@ in docs/emulator.md. The Key Vault adds its own ``/_emulator/keyvault/...`` rout
 
 from __future__ import annotations
 
-import json
 import secrets
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -13,42 +12,13 @@ from typing import TYPE_CHECKING, Any
 from cryptography import x509
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
+from emulator.admin_http import AdminError, Handler, admin_routes, int_param, json_object
 from emulator.entra import DEFAULT_D365_USER, SEED_CLIENT_ID, AppKind, AppRegistration
 
 if TYPE_CHECKING:
     from emulator.state import EmulatorState
-
-
-class AdminError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-async def _json(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise AdminError(400, f"invalid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise AdminError(400, "the body must be a JSON object")
-    return body
-
-
-def _int_param(request: Request, name: str, default: int) -> int:
-    value = request.query_params.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise AdminError(400, f"'{name}' must be an integer") from None
 
 
 class _Admin:
@@ -78,7 +48,7 @@ class _Admin:
         return JSONResponse({"reset": True})
 
     async def seed(self, request: Request) -> Response:
-        body = await _json(request)
+        body = await json_object(request)
         entity_set, count = body.get("entity_set"), body.get("count")
         if not isinstance(entity_set, str) or not entity_set:
             raise AdminError(400, "'entity_set' (string) is required")
@@ -97,7 +67,7 @@ class _Admin:
 
     async def put_limits(self, request: Request) -> Response:
         try:
-            self.state.limits.update(await _json(request))
+            self.state.limits.update(await json_object(request))
         except (TypeError, ValueError) as exc:
             raise AdminError(400, str(exc)) from exc
         return JSONResponse(self.state.limits.to_json())
@@ -117,7 +87,7 @@ class _Admin:
 
     async def put_faults(self, request: Request) -> Response:
         """Replace every rule: ``{"rules": [...]}`` (or a single rule object)."""
-        body = await _json(request)
+        body = await json_object(request)
         rules = body.get("rules", [body] if body else [])
         if not isinstance(rules, list):
             raise AdminError(400, "'rules' must be a list")
@@ -130,7 +100,7 @@ class _Admin:
     async def post_fault(self, request: Request) -> Response:
         """Add one rule (a rule with the same id is replaced)."""
         try:
-            rule = self.state.faults.add(await _json(request))
+            rule = self.state.faults.add(await json_object(request))
         except (TypeError, ValueError) as exc:
             raise AdminError(400, str(exc)) from exc
         return JSONResponse(rule.to_json(), status_code=201)
@@ -153,7 +123,7 @@ class _Admin:
             family=query.get("family") or None,
             status=int(status) if status and status.isdigit() else None,
             path_prefix=query.get("path_prefix") or None,
-            limit=max(1, _int_param(request, "limit", 100)),
+            limit=max(1, int_param(request, "limit", 100)),
         )
         return JSONResponse({"requests": records})
 
@@ -178,7 +148,7 @@ class _Admin:
         New applications get a generated secret unless a certificate is given; the answer shows the
         secret once (``client_secret``), like the Entra portal.
         """
-        body = await _json(request)
+        body = await json_object(request)
         apps = self.state.apps
         client_id = str(body.get("client_id") or uuid.uuid4())
         existing = apps.get(client_id)
@@ -245,7 +215,7 @@ class _Admin:
         )
 
     async def put_tokens(self, request: Request) -> Response:
-        body = await _json(request)
+        body = await json_object(request)
         lifetime = body.get("lifetime_seconds")
         if not isinstance(lifetime, int) or lifetime < 1:
             raise AdminError(400, "'lifetime_seconds' must be a positive integer")
@@ -258,7 +228,7 @@ class _Admin:
 
     async def revoke(self, request: Request) -> Response:
         """``{"uti": ...}`` revokes one token, ``{"client_id": ...}`` every token issued so far to an app."""
-        body = await _json(request)
+        body = await json_object(request)
         token_id, client_id = body.get("uti"), body.get("client_id")
         if not token_id and not client_id:
             raise AdminError(400, "give 'uti' or 'client_id'")
@@ -268,7 +238,7 @@ class _Admin:
     async def issue(self, request: Request) -> Response:
         """Mint a token for tests: any registered client, any audience (default: the D365 environment),
         any lifetime (negative = already expired), ``not_before_offset``, another ``tenant_id``."""
-        body = await _json(request)
+        body = await json_object(request)
         state = self.state
         client_id = str(body.get("client_id") or SEED_CLIENT_ID)
         app = state.apps.get(client_id)
@@ -297,39 +267,29 @@ class _Admin:
 def routes(state: EmulatorState) -> list[BaseRoute]:
     admin = _Admin(state)
 
-    def wrap(handler: Any) -> Any:
-        async def endpoint(request: Request) -> Response:
-            try:
-                response: Response = await handler(request)
-            except AdminError as exc:
-                return JSONResponse({"error": exc.message}, status_code=exc.status)
-            return response
-
-        return endpoint
-
-    table: list[tuple[str, Any, list[str]]] = [
-        ("/_emulator", admin.info, ["GET"]),
-        ("/_emulator/", admin.info, ["GET"]),
-        ("/_emulator/reset", admin.reset, ["POST"]),
-        ("/_emulator/seed", admin.seed, ["POST"]),
-        ("/_emulator/limits", admin.get_limits, ["GET"]),
-        ("/_emulator/limits", admin.put_limits, ["PUT"]),
-        ("/_emulator/limits", admin.delete_limits, ["DELETE"]),
-        ("/_emulator/faults", admin.get_faults, ["GET"]),
-        ("/_emulator/faults", admin.put_faults, ["PUT"]),
-        ("/_emulator/faults", admin.post_fault, ["POST"]),
-        ("/_emulator/faults", admin.delete_faults, ["DELETE"]),
-        ("/_emulator/faults/{rule_id}", admin.delete_fault, ["DELETE"]),
-        ("/_emulator/requests", admin.requests, ["GET"]),
-        ("/_emulator/requests", admin.clear_requests, ["DELETE"]),
-        ("/_emulator/counters", admin.counters, ["GET"]),
-        ("/_emulator/apps", admin.list_apps, ["GET"]),
-        ("/_emulator/apps", admin.post_app, ["POST"]),
-        ("/_emulator/apps/{client_id}", admin.delete_app, ["DELETE"]),
-        ("/_emulator/tokens", admin.get_tokens, ["GET"]),
-        ("/_emulator/tokens", admin.put_tokens, ["PUT"]),
-        ("/_emulator/tokens/rotate-key", admin.rotate_key, ["POST"]),
-        ("/_emulator/tokens/revoke", admin.revoke, ["POST"]),
-        ("/_emulator/tokens/issue", admin.issue, ["POST"]),
+    table: list[tuple[str, Handler, str]] = [
+        ("/_emulator", admin.info, "GET"),
+        ("/_emulator/", admin.info, "GET"),
+        ("/_emulator/reset", admin.reset, "POST"),
+        ("/_emulator/seed", admin.seed, "POST"),
+        ("/_emulator/limits", admin.get_limits, "GET"),
+        ("/_emulator/limits", admin.put_limits, "PUT"),
+        ("/_emulator/limits", admin.delete_limits, "DELETE"),
+        ("/_emulator/faults", admin.get_faults, "GET"),
+        ("/_emulator/faults", admin.put_faults, "PUT"),
+        ("/_emulator/faults", admin.post_fault, "POST"),
+        ("/_emulator/faults", admin.delete_faults, "DELETE"),
+        ("/_emulator/faults/{rule_id}", admin.delete_fault, "DELETE"),
+        ("/_emulator/requests", admin.requests, "GET"),
+        ("/_emulator/requests", admin.clear_requests, "DELETE"),
+        ("/_emulator/counters", admin.counters, "GET"),
+        ("/_emulator/apps", admin.list_apps, "GET"),
+        ("/_emulator/apps", admin.post_app, "POST"),
+        ("/_emulator/apps/{client_id}", admin.delete_app, "DELETE"),
+        ("/_emulator/tokens", admin.get_tokens, "GET"),
+        ("/_emulator/tokens", admin.put_tokens, "PUT"),
+        ("/_emulator/tokens/rotate-key", admin.rotate_key, "POST"),
+        ("/_emulator/tokens/revoke", admin.revoke, "POST"),
+        ("/_emulator/tokens/issue", admin.issue, "POST"),
     ]
-    return [Route(path, wrap(handler), methods=methods) for path, handler, methods in table]
+    return admin_routes(table)

@@ -204,8 +204,8 @@ def _error(exc: KeyVaultError, challenge: str | None = None) -> JSONResponse:
 # -- data plane ---------------------------------------------------------------------------------------------
 
 
-class _DataPlane:
-    """Handlers for the authenticated ``/secrets`` and ``/deletedsecrets`` API."""
+class _VaultHandlers:
+    """What both handler sets read from the emulator state: the vault and its URL."""
 
     def __init__(self, state: Any) -> None:
         self._state = state
@@ -218,6 +218,10 @@ class _DataPlane:
     @property
     def vault_url(self) -> str:
         return str(self._state.config.tls_base_url).rstrip("/")
+
+
+class _DataPlane(_VaultHandlers):
+    """Handlers for the authenticated ``/secrets`` and ``/deletedsecrets`` API."""
 
     @property
     def challenge(self) -> str:
@@ -360,20 +364,8 @@ def _decode_skiptoken(token: str | None) -> int:
 # -- admin (no auth; plain HTTP port as well) ---------------------------------------------------------------
 
 
-class _Admin:
+class _Admin(_VaultHandlers):
     """``/_emulator/keyvault``: seed and inspect secrets and restrict access, without a token."""
-
-    def __init__(self, state: Any) -> None:
-        self._state = state
-
-    @property
-    def vault(self) -> KeyVault:
-        vault: KeyVault = self._state.vault
-        return vault
-
-    @property
-    def vault_url(self) -> str:
-        return str(self._state.config.tls_base_url).rstrip("/")
 
     async def list_names(self, request: Request) -> Response:
         return _json({"secrets": self.vault.names(), "deletedSecrets": self.vault.deleted_names()})

@@ -61,9 +61,42 @@ def _write_private(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
-def _pem_key(key: CertificateIssuerPrivateKeyTypes) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+def _name(common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, _ORG),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def _builder(
+    subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, days: int
+) -> x509.CertificateBuilder:
+    """A certificate for ``key``'s public key, valid from yesterday (clock skew) for ``days`` days."""
+    now = _now()
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=days))
+    )
+
+
+def _key_usage(*, signs_certificates: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=signs_certificates,
+        crl_sign=signs_certificates,
+        encipher_only=False,
+        decipher_only=False,
     )
 
 
@@ -85,43 +118,18 @@ def _load_ca(data_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateK
 
 def _create_ca(data_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, _ORG),
-            x509.NameAttribute(NameOID.COMMON_NAME, "D365 F&O emulator local CA"),
-        ]
-    )
-    now = _now()
+    name = _name("D365 F&O emulator local CA")
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=3650))
+        _builder(name, name, key, days=3650)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(signs_certificates=True), critical=True)
         .add_extension(ski, critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
         .sign(key, hashes.SHA256())
     )
     (data_dir / CA_FILE).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    _write_private(data_dir / CA_KEY_FILE, _pem_key(key))
+    _write_private(data_dir / CA_KEY_FILE, private_key_pem(key))
     return cert, key
 
 
@@ -146,39 +154,12 @@ def ensure_server_tls(data_dir: Path, hosts: list[str]) -> TlsFiles:
     ca = _load_ca(data_dir) or _create_ca(data_dir)
     ca_cert, ca_key = ca
     key = ec.generate_private_key(ec.SECP256R1())
-    now = _now()
     ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(
-            x509.Name(
-                [
-                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, _ORG),
-                    x509.NameAttribute(NameOID.COMMON_NAME, "localhost"),
-                ]
-            )
-        )
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=365))
+        _builder(_name("localhost"), ca_cert.subject, key, days=365)
         .add_extension(x509.SubjectAlternativeName(_san_entries(hosts)), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(signs_certificates=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
@@ -188,7 +169,7 @@ def ensure_server_tls(data_dir: Path, hosts: list[str]) -> TlsFiles:
     cert_file.write_bytes(
         cert.public_bytes(serialization.Encoding.PEM) + ca_cert.public_bytes(serialization.Encoding.PEM)
     )
-    _write_private(key_file, _pem_key(key))
+    _write_private(key_file, private_key_pem(key))
     return TlsFiles(ca_file=data_dir / CA_FILE, cert_file=cert_file, key_file=key_file)
 
 
@@ -206,28 +187,29 @@ def ensure_client_certificate(data_dir: Path, file_name: str, common_name: str) 
                 return ClientCertificate(path=path, certificate=cert)
         except ValueError:
             pass
+    key, cert = self_signed_rsa(common_name, days=730)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    _write_private(path, private_key_pem(key) + cert.public_bytes(serialization.Encoding.PEM))
+    return ClientCertificate(path=path, certificate=cert)
+
+
+def self_signed_rsa(common_name: str, *, days: int) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+    """A new RSA key and a self-signed (non-CA) certificate for it, as a client authenticates with."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, _ORG),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
-    now = _now()
+    name = _name(common_name)
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=730))
+        _builder(name, name, key, days=days)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
-    data_dir.mkdir(parents=True, exist_ok=True)
-    _write_private(path, _pem_key(key) + cert.public_bytes(serialization.Encoding.PEM))
-    return ClientCertificate(path=path, certificate=cert)
+    return key, cert
+
+
+def private_key_pem(key: CertificateIssuerPrivateKeyTypes) -> bytes:
+    """``key`` as unencrypted PKCS#8 PEM."""
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def load_or_create_signing_key(path: Path | None) -> rsa.RSAPrivateKey:
@@ -246,7 +228,7 @@ def new_signing_key(path: Path | None) -> rsa.RSAPrivateKey:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_private(path, _pem_key(key))
+        _write_private(path, private_key_pem(key))
     return key
 
 

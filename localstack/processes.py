@@ -117,11 +117,7 @@ def run_emulator(
     try:
         yield EmulatorInfo(info, proc)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, timeout=15)
 
 
 def azurite_binary() -> str:
@@ -188,8 +184,13 @@ def run_azurite(
     try:
         yield AzuriteInfo(port, proc)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, timeout=10)
+
+
+def stop_process(proc: subprocess.Popen[Any], *, timeout: float) -> None:
+    """Ask ``proc`` to end (SIGTERM); kill it if it has not ended within ``timeout`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()

@@ -32,40 +32,21 @@ class RouteError(ValueError):
     """A route template the runner cannot parse."""
 
 
-def _number(value: str, kind: type[int] | type[float]) -> bool:
-    try:
-        kind(value)
-    except ValueError:
-        return False
-    return True
+def _parses(parse: Callable[[str], object], error: type[Exception] = ValueError) -> Callable[[str], bool]:
+    """A check that ``parse`` takes the value without raising ``error``."""
+
+    def check(value: str) -> bool:
+        try:
+            parse(value)
+        except error:
+            return False
+        return True
+
+    return check
 
 
 def _int_in(bounds: tuple[int, int]) -> Callable[[str], bool]:
     return lambda v: re.fullmatch(r"[+-]?\d+", v) is not None and bounds[0] <= int(v) <= bounds[1]
-
-
-def _decimal(value: str) -> bool:
-    try:
-        Decimal(value)
-    except InvalidOperation:
-        return False
-    return True
-
-
-def _datetime(value: str) -> bool:
-    try:
-        datetime.fromisoformat(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _guid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
 
 
 _SIMPLE: dict[str, Callable[[str], bool]] = {
@@ -73,11 +54,11 @@ _SIMPLE: dict[str, Callable[[str], bool]] = {
     "long": _int_in(_INT64),
     "bool": lambda v: v.lower() in ("true", "false"),
     "alpha": lambda v: re.fullmatch(r"[A-Za-z]+", v) is not None,
-    "guid": _guid,
-    "datetime": _datetime,
-    "decimal": _decimal,
-    "double": lambda v: _number(v, float),
-    "float": lambda v: _number(v, float),
+    "guid": _parses(uuid.UUID),
+    "datetime": _parses(datetime.fromisoformat),
+    "decimal": _parses(Decimal, InvalidOperation),
+    "double": _parses(float),
+    "float": _parses(float),
     "required": lambda v: v != "",
 }
 

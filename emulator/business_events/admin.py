@@ -6,14 +6,13 @@ Documented with curl examples in docs/emulator.md ("Business events").
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
+from emulator.admin_http import Handler, admin_routes, json_object
 from emulator.business_events.catalog import CATALOG, event_definition
 from emulator.business_events.model import ConfigError, DeliveryFaults, Endpoint
 from emulator.business_events.payloads import PayloadError, schema_payload
@@ -25,20 +24,6 @@ if TYPE_CHECKING:
 __all__ = ["routes"]
 
 PREFIX = "/_emulator/business-events"
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise ConfigError(f"invalid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise ConfigError("the body must be a JSON object")
-    return body
 
 
 def _legal_entity(value: Any) -> str | None:
@@ -97,14 +82,14 @@ class _Admin:
         return JSONResponse({"endpoints": endpoints})
 
     async def create_endpoint(self, request: Request) -> Response:
-        endpoint = self.events.model.put_endpoint(Endpoint.from_json(await _body(request)))
+        endpoint = self.events.model.put_endpoint(Endpoint.from_json(await json_object(request)))
         return JSONResponse(endpoint.to_json(), status_code=201)
 
     async def get_endpoint(self, request: Request) -> Response:
         return JSONResponse(self.events.model.endpoint(request.path_params["key"]).to_json())
 
     async def update_endpoint(self, request: Request) -> Response:
-        model, body = self.events.model, await _body(request)
+        model, body = self.events.model, await json_object(request)
         with model.lock:
             existing = model.endpoint(request.path_params["key"])
             endpoint = model.put_endpoint(Endpoint.from_json(body, existing=existing))
@@ -130,7 +115,7 @@ class _Admin:
 
     async def activate(self, request: Request) -> Response:
         """``{"event": id, "legal_entity": "usmf" | null (all), "endpoint": id or name}``."""
-        body = await _body(request)
+        body = await json_object(request)
         event, endpoint = body.get("event"), body.get("endpoint")
         if not isinstance(event, str) or not isinstance(endpoint, str):
             raise ConfigError(
@@ -147,7 +132,7 @@ class _Admin:
 
     async def deactivate(self, request: Request) -> Response:
         """``{"event": id, "legal_entity"?: ..., "endpoint"?: id or name}``: every matching activation."""
-        body = await _body(request)
+        body = await json_object(request)
         event = body.get("event")
         if not isinstance(event, str):
             raise ConfigError("'event' (a business event id) is required")
@@ -172,7 +157,7 @@ class _Admin:
     async def raise_event(self, request: Request) -> Response:
         """``{"event": id, "legal_entity"?: "usmf", "fields"?: {...}}`` -> 202 with the EventId, the
         ControlNumber and the deliveries queued (none when the event is not activated there)."""
-        body = await _body(request)
+        body = await json_object(request)
         event, fields = body.get("event"), body.get("fields", {})
         if not isinstance(event, str):
             raise ConfigError("'event' (a business event id) is required")
@@ -271,7 +256,7 @@ class _Admin:
     async def put_settings(self, request: Request) -> Response:
         """Partial update: ``retry_count``, ``retry_wait_ms``, ``timeout_ms``, ``processing_threads``, ..."""
         model = self.events.model
-        body = await _body(request)
+        body = await json_object(request)
         with model.lock:
             model.settings = model.settings.updated(body)
         self.events.delivery.wake()
@@ -282,7 +267,7 @@ class _Admin:
 
     async def put_faults(self, request: Request) -> Response:
         """Replace the global fault options (an endpoint's own ``faults`` win over them)."""
-        faults = DeliveryFaults.from_json(await _body(request))
+        faults = DeliveryFaults.from_json(await json_object(request))
         with self.events.model.lock:
             self.events.model.faults = faults
         return JSONResponse(faults.to_json())
@@ -295,17 +280,6 @@ class _Admin:
 
 def routes(state: EmulatorState) -> list[BaseRoute]:
     admin = _Admin(state)
-
-    def wrap(handler: Handler) -> Handler:
-        async def endpoint(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except ConfigError as exc:
-                return JSONResponse({"error": str(exc)}, status_code=exc.status)
-            except PayloadError as exc:
-                return JSONResponse({"error": str(exc)}, status_code=400)
-
-        return endpoint
 
     table: list[tuple[str, Handler, str]] = [
         ("", admin.status, "GET"),
@@ -337,4 +311,7 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
         ("/faults", admin.put_faults, "PUT"),
         ("/faults", admin.delete_faults, "DELETE"),
     ]
-    return [Route(PREFIX + path, wrap(handler), methods=[method]) for path, handler, method in table]
+    # ConfigError carries its status; PayloadError (a bad event id or field) is a 400.
+    return admin_routes(
+        ((PREFIX + path, handler, method) for path, handler, method in table), ConfigError, PayloadError
+    )

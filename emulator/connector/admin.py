@@ -5,41 +5,21 @@ pace, enqueue size limit, DownloadLocation base) and the message journal. Docume
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
+from emulator.admin_http import AdminError, Handler, admin_routes, json_object
 from emulator.connector.model import Activity, Direction, JobType, MessageStatus, normalize_id
 
 if TYPE_CHECKING:
     from emulator.connector.service import Connector
 
 __all__ = ["routes"]
-
-
-class _AdminError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-async def _json(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise _AdminError(400, f"invalid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise _AdminError(400, "the body must be a JSON object")
-    return body
 
 
 _FIELDS = {
@@ -60,26 +40,26 @@ def activity_from_json(body: dict[str, Any], base: Activity | None, default_comp
     """A new activity from ``body``, or ``base`` with the fields ``body`` gives changed."""
     unknown = set(body) - _FIELDS - {"activity_id"}
     if unknown:
-        raise _AdminError(400, f"unknown field(s): {', '.join(sorted(unknown))}")
+        raise AdminError(400, f"unknown field(s): {', '.join(sorted(unknown))}")
     get = body.get
     try:
         direction = Direction(get("direction", base.direction if base else Direction.IMPORT))
         job_type = JobType(get("job_type", base.job_type if base else JobType.FILE))
     except ValueError as exc:
-        raise _AdminError(400, f"{exc}: direction is import|export, job_type is File|DataPackage") from None
+        raise AdminError(400, f"{exc}: direction is import|export, job_type is File|DataPackage") from None
     policy = get("allowed_app_ids", base.allowed_app_ids if base else None)
     if policy is not None and (
         not isinstance(policy, list | tuple) or not all(isinstance(p, str) for p in policy)
     ):
-        raise _AdminError(400, "'allowed_app_ids' must be a list of client ids, or null for any app")
+        raise AdminError(400, "'allowed_app_ids' must be a list of client ids, or null for any app")
     activity_id = normalize_id(str(get("activity_id") or (base.activity_id if base else uuid.uuid4())))
     try:
         uuid.UUID(activity_id)
     except ValueError:
-        raise _AdminError(400, f"activity_id '{activity_id}' is not a GUID") from None
+        raise AdminError(400, f"activity_id '{activity_id}' is not a GUID") from None
     data_project = get("data_project", base.data_project if base else None)
     if not isinstance(data_project, str) or not data_project:
-        raise _AdminError(400, "'data_project' (the data project the job runs) is required")
+        raise AdminError(400, "'data_project' (the data project the job runs) is required")
     entity = get("entity", base.entity if base else None)
     return Activity(
         activity_id=activity_id,
@@ -108,7 +88,7 @@ class _Admin:
     def _activity(self, request: Request) -> Activity:
         activity = self.connector.model.activity(request.path_params["activity_id"])
         if activity is None:
-            raise _AdminError(404, f"no recurring data job '{request.path_params['activity_id']}'")
+            raise AdminError(404, f"no recurring data job '{request.path_params['activity_id']}'")
         return activity
 
     async def list_activities(self, request: Request) -> Response:
@@ -120,7 +100,7 @@ class _Admin:
 
     async def post_activity(self, request: Request) -> Response:
         """Create a job, or replace the one with the same ``activity_id``."""
-        body = await _json(request)
+        body = await json_object(request)
         activity = activity_from_json(body, None, str(self.state.config.default_company))
         existed = self.connector.model.activity(activity.activity_id) is not None
         self.connector.put_activity(activity)
@@ -128,7 +108,7 @@ class _Admin:
 
     async def patch_activity(self, request: Request) -> Response:
         base = self._activity(request)
-        body = await _json(request)
+        body = await json_object(request)
         body.pop("activity_id", None)
         activity = activity_from_json(body, base, str(self.state.config.default_company))
         self.connector.put_activity(activity)
@@ -136,19 +116,19 @@ class _Admin:
 
     async def delete_activity(self, request: Request) -> Response:
         if not self.connector.remove_activity(request.path_params["activity_id"]):
-            raise _AdminError(404, f"no recurring data job '{request.path_params['activity_id']}'")
+            raise AdminError(404, f"no recurring data job '{request.path_params['activity_id']}'")
         return Response(status_code=204)
 
     async def export(self, request: Request) -> Response:
         """Build an export package from the entity data now and queue it for dequeue."""
         activity = self._activity(request)
         if activity.direction is not Direction.EXPORT:
-            raise _AdminError(400, f"'{activity.name}' is an import job")
+            raise AdminError(400, f"'{activity.name}' is an import job")
         try:
             message = await run_in_threadpool(self.connector.export_now, activity)
         except Exception as exc:  # the DMF's DmfError (unknown or non-export data project) and others
             status = int(getattr(exc, "status", 400) or 400)
-            raise _AdminError(status if 400 <= status < 600 else 400, str(exc)) from exc
+            raise AdminError(status if 400 <= status < 600 else 400, str(exc)) from exc
         return JSONResponse(message.to_json(), status_code=201)
 
     async def get_settings(self, request: Request) -> Response:
@@ -156,16 +136,16 @@ class _Admin:
 
     async def put_settings(self, request: Request) -> Response:
         try:
-            settings = self.connector.model.update_settings(await _json(request))
+            settings = self.connector.model.update_settings(await json_object(request))
         except ValueError as exc:
-            raise _AdminError(400, str(exc)) from exc
+            raise AdminError(400, str(exc)) from exc
         return JSONResponse(settings.to_json())
 
     async def list_messages(self, request: Request) -> Response:
         query = request.query_params
         status = query.get("status")
         if status and status not in {s.value for s in MessageStatus}:
-            raise _AdminError(400, f"unknown status '{status}'")
+            raise AdminError(400, f"unknown status '{status}'")
         messages = [
             m.to_json()
             for m in self.connector.model.list_messages(query.get("activity_id") or None)
@@ -176,7 +156,7 @@ class _Admin:
     async def get_message(self, request: Request) -> Response:
         message = self.connector.model.message(request.path_params["message_id"])
         if message is None:
-            raise _AdminError(404, f"no message '{request.path_params['message_id']}'")
+            raise AdminError(404, f"no message '{request.path_params['message_id']}'")
         answer = message.to_json()
         answer["execution_detail"] = message.execution_detail
         return JSONResponse(answer)
@@ -185,27 +165,17 @@ class _Admin:
 def routes(state: Any) -> list[BaseRoute]:
     admin = _Admin(state)
 
-    def wrap(handler: Any) -> Any:
-        async def endpoint(request: Request) -> Response:
-            try:
-                response: Response = await handler(request)
-            except _AdminError as exc:
-                return JSONResponse({"error": exc.message}, status_code=exc.status)
-            return response
-
-        return endpoint
-
     base = "/_emulator/connector"
-    table: list[tuple[str, Any, list[str]]] = [
-        (f"{base}/activities", admin.list_activities, ["GET"]),
-        (f"{base}/activities", admin.post_activity, ["POST"]),
-        (f"{base}/activities/{{activity_id}}", admin.get_activity, ["GET"]),
-        (f"{base}/activities/{{activity_id}}", admin.patch_activity, ["PATCH"]),
-        (f"{base}/activities/{{activity_id}}", admin.delete_activity, ["DELETE"]),
-        (f"{base}/activities/{{activity_id}}/export", admin.export, ["POST"]),
-        (f"{base}/settings", admin.get_settings, ["GET"]),
-        (f"{base}/settings", admin.put_settings, ["PUT"]),
-        (f"{base}/messages", admin.list_messages, ["GET"]),
-        (f"{base}/messages/{{message_id}}", admin.get_message, ["GET"]),
+    table: list[tuple[str, Handler, str]] = [
+        (f"{base}/activities", admin.list_activities, "GET"),
+        (f"{base}/activities", admin.post_activity, "POST"),
+        (f"{base}/activities/{{activity_id}}", admin.get_activity, "GET"),
+        (f"{base}/activities/{{activity_id}}", admin.patch_activity, "PATCH"),
+        (f"{base}/activities/{{activity_id}}", admin.delete_activity, "DELETE"),
+        (f"{base}/activities/{{activity_id}}/export", admin.export, "POST"),
+        (f"{base}/settings", admin.get_settings, "GET"),
+        (f"{base}/settings", admin.put_settings, "PUT"),
+        (f"{base}/messages", admin.list_messages, "GET"),
+        (f"{base}/messages/{{message_id}}", admin.get_message, "GET"),
     ]
-    return [Route(path, wrap(handler), methods=methods) for path, handler, methods in table]
+    return admin_routes(table)

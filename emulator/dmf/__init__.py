@@ -109,15 +109,16 @@ def import_package(
     message_id: str | None = None,
 ) -> Execution:
     """Start importing a data package; see the module docstring."""
-    from emulator.dmf.processing import start_package_import
+    from emulator.dmf.processing import plan_package, start_import
 
-    return start_package_import(
+    return start_import(
         state,
         package,
-        definition_group=definition_group,
+        ".zip",
+        lambda path, owns: plan_package(state, path, definition_group, overwrite, owns),
+        group=definition_group,
         legal_entity=legal_entity,
         execute=execute,
-        overwrite=overwrite,
         execution_id=execution_id,
         source=source,
         message_id=message_id,
@@ -137,18 +138,26 @@ def import_file(
     source: str = "connector",
 ) -> Execution:
     """Start importing one data file of a DMF entity; see the module docstring."""
-    from emulator.dmf.processing import start_file_import
+    from emulator.dmf.processing import plan_file, start_import
 
-    return start_file_import(
+    return start_import(
         state,
         data,
-        entity_name=entity_name,
+        ".dat",
+        lambda path, owns: plan_file(
+            state,
+            path,
+            owns,
+            entity_name=entity_name,
+            source_format=source_format,
+            definition_group=definition_group,
+        ),
+        group=definition_group,
         legal_entity=legal_entity,
+        execute=True,
         execution_id=execution_id,
-        source_format=source_format,
-        definition_group=definition_group,
-        message_id=message_id,
         source=source,
+        message_id=message_id,
     )
 
 

@@ -6,57 +6,37 @@ projects (list, define e.g. an export project, delete), DMF entity names, and th
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
+from emulator.admin_http import AdminError, Handler, admin_routes, json_object
 from emulator.dmf import definitions
 from emulator.dmf.datafiles import canonical_format
 from emulator.dmf.model import DmfError, ExecutionStatus
 
 
-class _Problem(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise _Problem(400, f"invalid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise _Problem(400, "the body must be a JSON object")
-    return body
-
-
 def _project(name: str, body: dict[str, Any], store: Any) -> definitions.DefinitionGroup:
     operation = str(body.get("operation", "Export")).capitalize()
     if operation not in ("Import", "Export"):
-        raise _Problem(400, "'operation' must be Import or Export")
+        raise AdminError(400, "'operation' must be Import or Export")
     items = body.get("entities")
     if not isinstance(items, list) or not items:
-        raise _Problem(400, "'entities' must be a non-empty list of {entity, source_format, level, ...}")
+        raise AdminError(400, "'entities' must be a non-empty list of {entity, source_format, level, ...}")
     entities: list[definitions.GroupEntity] = []
     for number, item in enumerate(items, start=1):
         if isinstance(item, str):
             item = {"entity": item}
         if not isinstance(item, dict) or not isinstance(item.get("entity"), str):
-            raise _Problem(400, "each entity needs 'entity' (the DMF entity name, e.g. 'Customers V3')")
+            raise AdminError(400, "each entity needs 'entity' (the DMF entity name, e.g. 'Customers V3')")
         try:
             entity = definitions.resolve_entity(store, item["entity"])
             fmt = canonical_format(str(item.get("source_format") or "CSV-Unicode"))
         except DmfError as exc:
-            raise _Problem(400, exc.message) from None
+            raise AdminError(400, exc.message) from None
         entities.append(
             definitions.GroupEntity(
                 entity.name,
@@ -76,7 +56,7 @@ def routes(state: Any) -> list[BaseRoute]:
     def execution_or_404(execution_id: str) -> Any:
         execution = dmf.executions.get(execution_id)
         if execution is None:
-            raise _Problem(404, f"no execution '{execution_id}'")
+            raise AdminError(404, f"no execution '{execution_id}'")
         return execution
 
     async def list_executions(request: Request) -> Response:
@@ -87,11 +67,11 @@ def routes(state: Any) -> list[BaseRoute]:
 
     async def force_status(request: Request) -> Response:
         execution = execution_or_404(request.path_params["execution_id"])
-        body = await _body(request)
+        body = await json_object(request)
         try:
             dmf.force(execution, ExecutionStatus(str(body.get("status"))))
         except ValueError as exc:
-            raise _Problem(400, str(exc)) from None
+            raise AdminError(400, str(exc)) from None
         return JSONResponse(execution.summary_json())
 
     async def clear_executions(request: Request) -> Response:
@@ -104,9 +84,9 @@ def routes(state: Any) -> list[BaseRoute]:
 
     async def put_settings(request: Request) -> Response:
         try:
-            dmf.settings.update(await _body(request))
+            dmf.settings.update(await json_object(request))
         except ValueError as exc:
-            raise _Problem(400, str(exc)) from None
+            raise AdminError(400, str(exc)) from None
         return JSONResponse(dmf.settings.to_json())
 
     async def delete_settings(request: Request) -> Response:
@@ -118,14 +98,14 @@ def routes(state: Any) -> list[BaseRoute]:
         return JSONResponse({"projects": [g.to_json() for g in groups]})
 
     async def put_project(request: Request) -> Response:
-        group = _project(request.path_params["name"], await _body(request), store)
+        group = _project(request.path_params["name"], await json_object(request), store)
         await run_in_threadpool(definitions.save_group, store, group)
         return JSONResponse(group.to_json())
 
     async def delete_project(request: Request) -> Response:
         name = request.path_params["name"]
         if not await run_in_threadpool(definitions.delete_group, store, name):
-            raise _Problem(404, f"no data project '{name}'")
+            raise AdminError(404, f"no data project '{name}'")
         return Response(status_code=204)
 
     async def list_entities(request: Request) -> Response:
@@ -148,31 +128,21 @@ def routes(state: Any) -> list[BaseRoute]:
         try:
             blobs = await run_in_threadpool(dmf.blobs.list, request.query_params.get("prefix") or None)
         except DmfError as exc:
-            raise _Problem(503, exc.message) from None
+            raise AdminError(503, exc.message) from None
         return JSONResponse({"container": "dmf", "endpoint": dmf.blobs.endpoint, "blobs": blobs})
 
-    def wrap(handler: Any) -> Any:
-        async def endpoint(request: Request) -> Response:
-            try:
-                response: Response = await handler(request)
-            except _Problem as exc:
-                return JSONResponse({"error": exc.message}, status_code=exc.status)
-            return response
-
-        return endpoint
-
-    table: list[tuple[str, Any, list[str]]] = [
-        ("/_emulator/dmf/executions", list_executions, ["GET"]),
-        ("/_emulator/dmf/executions", clear_executions, ["DELETE"]),
-        ("/_emulator/dmf/executions/{execution_id:path}/status", force_status, ["POST"]),
-        ("/_emulator/dmf/executions/{execution_id:path}", get_execution, ["GET"]),
-        ("/_emulator/dmf/settings", get_settings, ["GET"]),
-        ("/_emulator/dmf/settings", put_settings, ["PUT"]),
-        ("/_emulator/dmf/settings", delete_settings, ["DELETE"]),
-        ("/_emulator/dmf/projects", list_projects, ["GET"]),
-        ("/_emulator/dmf/projects/{name}", put_project, ["PUT"]),
-        ("/_emulator/dmf/projects/{name}", delete_project, ["DELETE"]),
-        ("/_emulator/dmf/entities", list_entities, ["GET"]),
-        ("/_emulator/dmf/blobs", list_blobs, ["GET"]),
+    table: list[tuple[str, Handler, str]] = [
+        ("/_emulator/dmf/executions", list_executions, "GET"),
+        ("/_emulator/dmf/executions", clear_executions, "DELETE"),
+        ("/_emulator/dmf/executions/{execution_id:path}/status", force_status, "POST"),
+        ("/_emulator/dmf/executions/{execution_id:path}", get_execution, "GET"),
+        ("/_emulator/dmf/settings", get_settings, "GET"),
+        ("/_emulator/dmf/settings", put_settings, "PUT"),
+        ("/_emulator/dmf/settings", delete_settings, "DELETE"),
+        ("/_emulator/dmf/projects", list_projects, "GET"),
+        ("/_emulator/dmf/projects/{name}", put_project, "PUT"),
+        ("/_emulator/dmf/projects/{name}", delete_project, "DELETE"),
+        ("/_emulator/dmf/entities", list_entities, "GET"),
+        ("/_emulator/dmf/blobs", list_blobs, "GET"),
     ]
-    return [Route(path, wrap(handler), methods=methods) for path, handler, methods in table]
+    return admin_routes(table)

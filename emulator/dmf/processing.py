@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -192,24 +193,26 @@ def failed_execution(
     return execution
 
 
-def start_package_import(
+def start_import(
     state: Any,
-    package: Path | bytes | BinaryIO,
+    data: Path | bytes | BinaryIO,
+    suffix: str,
+    make_plan: Callable[[Path, bool], ImportPlan],
     *,
-    definition_group: str | None,
+    group: str | None,
     legal_entity: str | None,
     execute: bool,
-    overwrite: bool,
     execution_id: str | None,
     source: str,
     message_id: str | None,
 ) -> Execution:
-    path, owns = spool(state, package, ".zip")
+    """Spool ``data``, plan its import (``make_plan(path, owns_spool)``) and launch it; a DmfError on the way
+    ends as a failed execution (and a spool file of ours is removed)."""
+    path, owns = spool(state, data, suffix)
     try:
-        plan = plan_package(state, path, definition_group, overwrite, owns)
         return launch(
             state,
-            plan,
+            make_plan(path, owns),
             legal_entity=legal_entity,
             execute=execute,
             execution_id=execution_id,
@@ -222,7 +225,7 @@ def start_package_import(
         return failed_execution(
             state,
             exc.message,
-            group=definition_group or "",
+            group=group or "",
             legal_entity=legal_entity,
             execution_id=execution_id,
             source=source,
@@ -230,57 +233,32 @@ def start_package_import(
         )
 
 
-def start_file_import(
+def plan_file(
     state: Any,
-    data: Path | bytes | BinaryIO,
+    path: Path,
+    owns: bool,
     *,
     entity_name: str,
-    legal_entity: str | None,
-    execution_id: str | None,
     source_format: str | None,
     definition_group: str | None,
-    message_id: str | None,
-    source: str,
-) -> Execution:
-    path, owns = spool(state, data, ".dat")
-    try:
-        entity = resolve_entity(state.odata, entity_name)
-        group = definitions.load_group(state.odata, definition_group) if definition_group else None
-        member = group.entity(entity.name) or group.entity(entity_name) if group else None
-        if source_format:
-            fmt = canonical_format(source_format)
-        elif member is not None and member.source_format:
-            fmt = canonical_format(member.source_format)
-        else:
-            with path.open("rb") as head:
-                fmt = sniff_format(head.read(512))
-        manifest_entity = ManifestEntity(entity_name, fmt, f"{entity.name}.{EXTENSIONS[fmt]}")
-        plan = ImportPlan(
-            definition_group or entity.name,
-            entity.name,
-            [PlannedEntity(manifest_entity, entity, fmt, None)],
-            path,
-            single_file=True,
-            owns_spool=owns,
-        )
-        return launch(
-            state,
-            plan,
-            legal_entity=legal_entity,
-            execute=True,
-            execution_id=execution_id,
-            source=source,
-            message_id=message_id,
-        )
-    except DmfError as exc:
-        if owns:
-            path.unlink(missing_ok=True)
-        return failed_execution(
-            state,
-            exc.message,
-            group=definition_group or "",
-            legal_entity=legal_entity,
-            execution_id=execution_id,
-            source=source,
-            message_id=message_id,
-        )
+) -> ImportPlan:
+    """One data file of ``entity_name``; its format as given, else the data project's, else sniffed."""
+    entity = resolve_entity(state.odata, entity_name)
+    group = definitions.load_group(state.odata, definition_group) if definition_group else None
+    member = group.entity(entity.name) or group.entity(entity_name) if group else None
+    if source_format:
+        fmt = canonical_format(source_format)
+    elif member is not None and member.source_format:
+        fmt = canonical_format(member.source_format)
+    else:
+        with path.open("rb") as head:
+            fmt = sniff_format(head.read(512))
+    manifest_entity = ManifestEntity(entity_name, fmt, f"{entity.name}.{EXTENSIONS[fmt]}")
+    return ImportPlan(
+        definition_group or entity.name,
+        entity.name,
+        [PlannedEntity(manifest_entity, entity, fmt, None)],
+        path,
+        single_file=True,
+        owns_spool=owns,
+    )

@@ -37,7 +37,7 @@ from emulator.odata.query import (
 )
 from emulator.odata.schema import Catalog, EntityType, Navigation, Property
 from emulator.odata.serialize import expand_sql, row_json_sql, storage_to_json
-from emulator.odata.store import ODataStore, etag_for, quote_ident
+from emulator.odata.store import ODataStore, Row, etag_for, quote_ident
 
 MAX_PAGE_SIZE = 10_000  # ref §1.4
 BOM = b"\xef\xbb\xbf"  # the /$count reply starts with one (ref §1.3, third-party measured)
@@ -293,11 +293,7 @@ class Reader:
             .execute(f"SELECT COUNT(*) FROM {quote_ident(entity.set_name)} AS t {where.sql}", where.params)
             .fetchone()[0]
         )
-        return ODataResponse(
-            200,
-            [("Content-Type", "text/plain; charset=utf-8"), ("OData-Version", "4.0")],
-            BOM + str(count).encode("ascii"),
-        )
+        return _plain_text(BOM + str(count).encode("ascii"))
 
     # --- single entities ----------------------------------------------------------------------------------
 
@@ -305,10 +301,9 @@ class Reader:
         self, request: ODataRequest, entity: EntityType, key: dict[str, Any], options: QueryOptions
     ) -> ODataResponse:
         options.reject_collection_options()
-        conditions = [SqlFragment(f"t.{quote_ident(k)} = ?", [v]) for k, v in key.items()]
-        response = self.single(request, entity, options, conditions)
+        response = self.single(request, entity, options, _equal_to(key))
         if response is None:
-            raise not_found(f"Resource not found for the segment '{entity.set_name}'.")
+            raise _segment_not_found(entity)
         return response
 
     def single(
@@ -344,9 +339,7 @@ class Reader:
         *,
         count: bool = False,
     ) -> ODataResponse:
-        parent = self.store.fetch(self.store.connection(), entity, key)
-        if parent is None:
-            raise not_found(f"Resource not found for the segment '{entity.set_name}'.")
+        parent = self._stored(entity, key)
         target = self.catalog.entities[nav.target_set]
         join = {remote: parent[local] for local, remote in nav.on}
         if count:
@@ -354,9 +347,14 @@ class Reader:
         if nav.collection:
             return self.collection(request, target, options, join)
         options.reject_collection_options()
-        conditions = [SqlFragment(f"t.{quote_ident(k)} = ?", [v]) for k, v in join.items()]
-        response = self.single(request, target, options, conditions)
+        response = self.single(request, target, options, _equal_to(join))
         return response if response is not None else empty_response(204)
+
+    def _stored(self, entity: EntityType, key: dict[str, Any]) -> Row:
+        row = self.store.fetch(self.store.connection(), entity, key)
+        if row is None:
+            raise _segment_not_found(entity)
+        return row
 
     def property(
         self,
@@ -368,21 +366,27 @@ class Reader:
         *,
         raw: bool = False,
     ) -> ODataResponse:
-        row = self.store.fetch(self.store.connection(), entity, key)
-        if row is None:
-            raise not_found(f"Resource not found for the segment '{entity.set_name}'.")
-        value = storage_to_json(prop, row[prop.name])
+        value = storage_to_json(prop, self._stored(entity, key)[prop.name])
         if raw:
             if value is None:
                 return empty_response(204)
             text = ("true" if value else "false") if isinstance(value, bool) else str(value)
-            return ODataResponse(
-                200,
-                [("Content-Type", "text/plain; charset=utf-8"), ("OData-Version", "4.0")],
-                text.encode("utf-8"),
-            )
+            return _plain_text(text.encode("utf-8"))
         context = f"{request.service_root}/$metadata#{entity.set_name}({key_text})/{prop.name}"
         return json_response(200, {"@odata.context": context, "value": value})
+
+
+def _segment_not_found(entity: EntityType) -> ODataError:
+    return not_found(f"Resource not found for the segment '{entity.set_name}'.")
+
+
+def _equal_to(values: Mapping[str, Any]) -> list[SqlFragment]:
+    """Conditions matching a row on every column of ``values`` (a key, or a navigation's join)."""
+    return [SqlFragment(f"t.{quote_ident(k)} = ?", [v]) for k, v in values.items()]
+
+
+def _plain_text(body: bytes) -> ODataResponse:
+    return ODataResponse(200, [("Content-Type", "text/plain; charset=utf-8"), ("OData-Version", "4.0")], body)
 
 
 def _select_suffix(select: list[str] | None) -> str:

@@ -3,7 +3,6 @@ gate's bearer validation (ref §8)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,11 +18,10 @@ from azure.identity import (
     DefaultAzureCredential,
     ManagedIdentityCredential,
 )
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
+from emulator.tls import private_key_pem, self_signed_rsa
 from tests.support.stack import EmulatorInfo
 
 
@@ -146,26 +144,9 @@ def test_certificate_credential(clean_emulator: EmulatorInfo) -> None:
 
 def test_certificate_not_registered_is_refused(clean_emulator: EmulatorInfo, tmp_path: Path) -> None:
     emulator = clean_emulator
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "stranger")])
-    now = time.time()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(dt.datetime.fromtimestamp(now - 60, dt.UTC))
-        .not_valid_after(dt.datetime.fromtimestamp(now + 3600, dt.UTC))
-        .sign(key, hashes.SHA256())
-    )
+    key, cert = self_signed_rsa("stranger", days=1)
     pem = tmp_path / "stranger.pem"
-    pem.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        + cert.public_bytes(serialization.Encoding.PEM)
-    )
+    pem.write_bytes(private_key_pem(key) + cert.public_bytes(serialization.Encoding.PEM))
     credential = CertificateCredential(
         emulator.tenant_id,
         emulator.certificate_client_id,

@@ -16,10 +16,9 @@ import pytest
 
 from emulator.connector import CUSTOMER_GROUPS_FILE_IMPORT_ID, CUSTOMERS_EXPORT_ID, PACKAGE_IMPORT_ID
 from shared.d365.transport import D365Transport
-from tests.support.d365 import make_transport
+from tests.support.d365 import FAST_CONNECTOR, connector_at_test_pace, make_transport
 from tests.support.stack import EmulatorInfo
 
-FAST = {"pickup_delay_seconds": 0.05, "step_seconds": 0.05, "export_delay_seconds": 0.1}
 TERMINAL = {"Processed", "ProcessedWithErrors", "PreProcessingError", "PostProcessingFailed"}
 ACTIONS = "data/DataManagementDefinitionGroups/Microsoft.Dynamics.DataEntities"
 EMPTY_GUID = "00000000-0000-0000-0000-000000000000"
@@ -28,9 +27,7 @@ EMPTY_GUID = "00000000-0000-0000-0000-000000000000"
 @pytest.fixture
 def connector(clean_emulator: EmulatorInfo) -> EmulatorInfo:
     """A reset emulator whose connector and DMF engine run at test pace."""
-    clean_emulator.admin("PUT", "connector/settings", json=FAST)
-    clean_emulator.admin("PUT", "dmf/settings", json={"step_delay_seconds": 0.01})
-    return clean_emulator
+    return connector_at_test_pace(clean_emulator)
 
 
 @pytest.fixture(scope="module")
@@ -283,7 +280,7 @@ def test_process_messages_in_order(connector: EmulatorInfo, d365: D365Transport)
             message_id_of(enqueue(d365, CUSTOMER_GROUPS_FILE_IMPORT_ID, body, entity="Customer groups"))
         )
         unordered_ids.append(message_id_of(enqueue(d365, unordered, body, entity="Customer groups")))
-    time.sleep(FAST["pickup_delay_seconds"] * 2)  # all six are due: the worker chooses among them
+    time.sleep(FAST_CONNECTOR["pickup_delay_seconds"] * 2)  # all six are due: the worker chooses among them
     connector.admin("PUT", "connector/settings", json={"paused": False})
     for message_id in ordered_ids + unordered_ids:
         assert wait_terminal(d365, message_id) == "Processed"

@@ -17,10 +17,9 @@ import requests
 
 from emulator.connector import CUSTOMERS_EXPORT_ID, PACKAGE_IMPORT_ID
 from shared.d365.transport import D365Transport
-from tests.support.d365 import faults, logged, make_transport, token_provider
+from tests.support.d365 import bearer_token, connector_at_test_pace, faults, logged, make_transport
 from tests.support.stack import EmulatorInfo
 
-FAST = {"pickup_delay_seconds": 0.05, "step_seconds": 0.05, "export_delay_seconds": 0.1}
 ACTIONS = "data/DataManagementDefinitionGroups/Microsoft.Dynamics.DataEntities"
 DEQUEUE = f"api/connector/dequeue/{CUSTOMERS_EXPORT_ID}"
 ACK = f"api/connector/ack/{CUSTOMERS_EXPORT_ID}"
@@ -28,9 +27,7 @@ ACK = f"api/connector/ack/{CUSTOMERS_EXPORT_ID}"
 
 @pytest.fixture
 def connector(clean_emulator: EmulatorInfo) -> EmulatorInfo:
-    clean_emulator.admin("PUT", "connector/settings", json=FAST)
-    clean_emulator.admin("PUT", "dmf/settings", json={"step_delay_seconds": 0.01})
-    return clean_emulator
+    return connector_at_test_pace(clean_emulator)
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +198,7 @@ def test_download_location_uses_http_with_the_callers_host(
     URL works only once the client puts its environment's scheme back."""
     export_now(connector)
     tls = urlsplit(connector.tls_url)
-    token = token_provider(connector).get_token()
+    token = bearer_token(connector)
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {token}"
     ca = connector.ca_file

@@ -12,6 +12,7 @@ from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, 
 from azure.identity import ClientSecretCredential, ManagedIdentityCredential
 from azure.keyvault.secrets import SecretClient
 
+from tests.support.d365 import bearer_token
 from tests.support.stack import EmulatorInfo
 
 API = "api-version=7.5"
@@ -45,19 +46,7 @@ def client(emulator: EmulatorInfo, credential: ClientSecretCredential) -> Secret
 
 @pytest.fixture(scope="module")
 def vault_token(emulator: EmulatorInfo) -> str:
-    response = requests.post(
-        emulator.token_url,
-        data={
-            "grant_type": "client_credentials",
-            "client_id": emulator.client_id,
-            "client_secret": emulator.client_secret,
-            "scope": "https://vault.azure.net/.default",
-        },
-        verify=emulator.ca_file,
-        timeout=30,
-    )
-    response.raise_for_status()
-    return str(response.json()["access_token"])
+    return bearer_token(emulator, scope="https://vault.azure.net/.default")
 
 
 @pytest.fixture
@@ -89,17 +78,7 @@ def test_request_without_token_gets_the_bearer_challenge(emulator: EmulatorInfo)
 
 
 def test_invalid_or_foreign_audience_token_is_refused(emulator: EmulatorInfo) -> None:
-    d365_token = requests.post(
-        emulator.token_url,
-        data={
-            "grant_type": "client_credentials",
-            "client_id": emulator.client_id,
-            "client_secret": emulator.client_secret,
-            "scope": f"{emulator.base_url}/.default",
-        },
-        verify=emulator.ca_file,
-        timeout=30,
-    ).json()["access_token"]
+    d365_token = bearer_token(emulator)
     for token in ("not-a-jwt", d365_token):
         response = _raw(emulator, "GET", f"secrets/anything?{API}", token)
         assert response.status_code == 401

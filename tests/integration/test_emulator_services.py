@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 
 from emulator.services import ServiceCall, ServiceRegistry, XppError, routes
 from shared.d365.errors import parse_error_body
+from tests.support.d365 import bearer_token
 from tests.support.stack import EmulatorInfo
 
 SESSION = "api/services/UserSessionService/AifUserSessionService"
@@ -24,20 +25,8 @@ LEDGER = "api/services/EmuLedgerServices/EmuLedgerJournalService"
 @pytest.fixture(scope="module")
 def d365(emulator: EmulatorInfo) -> requests.Session:
     """A session carrying a client-credentials token for the D365 environment (scope ``{base}/.default``)."""
-    token = requests.post(
-        emulator.token_url,
-        data={
-            "grant_type": "client_credentials",
-            "client_id": emulator.client_id,
-            "client_secret": emulator.client_secret,
-            "scope": f"{emulator.base_url}/.default",
-        },
-        verify=emulator.ca_file,
-        timeout=30,
-    )
-    token.raise_for_status()
     session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+    session.headers["Authorization"] = f"Bearer {bearer_token(emulator)}"
     return session
 
 

@@ -23,7 +23,7 @@ from shared.d365.connector import ConnectorClient, DequeuedMessage
 from shared.pipelines.exports import ExportSettings, RunBudget, RunReport, dequeue_exports
 from shared.pipelines.exports.layout import export_lock_name
 from shared.settings import Settings
-from tests.integration.test_health import stack_env
+from tests.support.app_env import stack_env
 from tests.support.d365 import faults, logged
 from tests.support.stack import AzuriteInfo, EmulatorInfo
 

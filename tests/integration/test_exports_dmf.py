@@ -21,7 +21,7 @@ from shared.context import AppContext
 from shared.d365.dmf import DmfClient
 from shared.pipelines.exports import ExportSettings, RunBudget, RunReport, run_dmf_export
 from shared.settings import Settings
-from tests.integration.test_health import stack_env
+from tests.support.app_env import stack_env
 from tests.support.d365 import faults, limits
 from tests.support.stack import AzuriteInfo, EmulatorInfo
 

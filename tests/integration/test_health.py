@@ -12,29 +12,14 @@ import pytest
 from shared.context import AppContext, reset_context
 from shared.pipelines.health import check_readiness
 from shared.settings import Settings
+from tests.support.app_env import stack_env
 from tests.support.stack import AzuriteInfo, EmulatorInfo, free_port
-
-
-def stack_env(emulator: EmulatorInfo, azurite: AzuriteInfo, **overrides: str) -> dict[str, str]:
-    env = {
-        "D365_BASE_URL": emulator.base_url,
-        "D365_AUTH_MODE": "client_secret",
-        "D365_CLIENT_ID": emulator.client_id,
-        "D365_CLIENT_SECRET": emulator.client_secret,
-        "D365_TENANT_ID": emulator.tenant_id,
-        "D365_AUTHORITY_HOST": emulator.authority_host,
-        "TLS_CA_BUNDLE": emulator.ca_file,
-        "AzureWebJobsStorage": azurite.connection_string,
-        "D365_RETRY_MAX_SECONDS": "5",
-    }
-    env.update(overrides)
-    return env
 
 
 def functions() -> dict[str, Any]:
     import function_app
 
-    return {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}
+    return {str(f.get_function_name()): f.get_user_function() for f in function_app.app.get_functions()}
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ from shared.identity import (
 )
 from shared.settings import Settings
 from shared.settings_sections import AuthMode, AuthSettings
+from tests.support.app_env import client_secret_settings, use_emulator_managed_identity
 from tests.support.stack import EmulatorInfo
 
 # ================================================================================ provider, fake credential
@@ -211,18 +212,7 @@ def claims_of(token: str) -> dict[str, Any]:
 @pytest.fixture
 def identity_env(emulator: EmulatorInfo, monkeypatch: pytest.MonkeyPatch) -> EmulatorInfo:
     """App Service / Functions style managed identity pointing at the emulator; nothing else inherited."""
-    for name in (
-        "AZURE_POD_IDENTITY_AUTHORITY_HOST",
-        "IMDS_ENDPOINT",
-        "MSI_ENDPOINT",
-        "MSI_SECRET",
-        "AZURE_FEDERATED_TOKEN_FILE",
-        "IDENTITY_SERVER_THUMBPRINT",
-        "AZURE_AUTHORITY_HOST",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("IDENTITY_ENDPOINT", emulator.identity_endpoint)
-    monkeypatch.setenv("IDENTITY_HEADER", emulator.identity_header)
+    use_emulator_managed_identity(emulator, monkeypatch)
     return emulator
 
 
@@ -243,15 +233,7 @@ def app_env(emu: EmulatorInfo, **extra: str) -> dict[str, str]:
 
 
 def secret_env(emu: EmulatorInfo) -> dict[str, str]:
-    return app_env(
-        emu,
-        D365_AUTH_MODE="client_secret",
-        D365_CLIENT_ID=emu.client_id,
-        D365_TENANT_ID=emu.tenant_id,
-        D365_CLIENT_SECRET=emu.client_secret,
-        D365_AUTHORITY_HOST=emu.authority_host,
-        TLS_CA_BUNDLE=emu.ca_file,
-    )
+    return app_env(emu, **client_secret_settings(emu))
 
 
 def cert_env(emu: EmulatorInfo) -> dict[str, str]:

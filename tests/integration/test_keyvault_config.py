@@ -11,21 +11,14 @@ import pytest
 
 from shared.identity import D365TokenProvider, TokenAcquisitionError
 from shared.settings import ConfigurationError, Settings
+from tests.support.app_env import client_secret_settings, use_emulator_managed_identity
 from tests.support.stack import AzuriteInfo, EmulatorInfo
 
 
 @pytest.fixture
 def vault(emulator: EmulatorInfo, monkeypatch: pytest.MonkeyPatch) -> Iterator[EmulatorInfo]:
     """The emulator, with the app's managed identity (App Service style) and an open vault afterwards."""
-    for name in (
-        "AZURE_POD_IDENTITY_AUTHORITY_HOST",
-        "IMDS_ENDPOINT",
-        "MSI_ENDPOINT",
-        "AZURE_AUTHORITY_HOST",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("IDENTITY_ENDPOINT", emulator.identity_endpoint)
-    monkeypatch.setenv("IDENTITY_HEADER", emulator.identity_header)
+    use_emulator_managed_identity(emulator, monkeypatch)
     yield emulator
     emulator.admin("PUT", "keyvault/access-policies", json={"accessPolicies": None})
 
@@ -50,14 +43,7 @@ def base_env(emu: EmulatorInfo, **extra: str) -> dict[str, str]:
 
 
 def secret_mode(emu: EmulatorInfo, client_secret: str) -> dict[str, str]:
-    return base_env(
-        emu,
-        D365_AUTH_MODE="client_secret",
-        D365_CLIENT_ID=emu.client_id,
-        D365_TENANT_ID=emu.tenant_id,
-        D365_AUTHORITY_HOST=emu.authority_host,
-        D365_CLIENT_SECRET=client_secret,
-    )
+    return base_env(emu, **client_secret_settings(emu, client_secret=client_secret))
 
 
 def only_allow(emu: EmulatorInfo, client_id: str) -> None:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,64 +14,33 @@ from typing import Any
 import requests
 
 from localstack.processes import ROOT, AzuriteInfo
-from runner.__main__ import READY_PREFIX
 from tests.runner_apps.recorder import read_events
 from tests.runner_apps.support import blob_service, eventually, receipts, sample_settings, unique
+from tests.support.runner_process import runner_command, runner_process, write_local_settings
 
 
 @contextmanager
-def runner_process(
+def sample_process(
     tmp_path: Path, settings: dict[str, str], *args: str, slow_seconds: float = 1.5
 ) -> Iterator[tuple[subprocess.Popen[str], dict[str, Any], list[str]]]:
-    """Start ``python -m runner`` with a settings file; yield the process, its READY info and its output."""
-    settings_file = tmp_path / f"settings-{unique('s')}.json"
-    settings_file.write_text(json.dumps({"IsEncrypted": False, "Values": settings}), encoding="utf-8")
+    """Start ``python -m runner`` over the sample app with a settings file; yield the process, its READY info
+    and its output."""
+    settings_file = write_local_settings(tmp_path / f"settings-{unique('s')}.json", settings)
     env = {
         "PATH": "/usr/bin:/bin",
         "RUNNER_TEST_RECORD_DIR": str(tmp_path),
         "RUNNER_TEST_SLOW_SECONDS": str(slow_seconds),
         "PYTHONUNBUFFERED": "1",
     }
-    command = [
-        sys.executable,
-        "-m",
-        "runner",
-        "--app",
-        "tests.runner_apps.sample_app:app",
-        "--root",
-        str(ROOT / "tests" / "runner_apps"),
-        "--settings",
-        str(settings_file),
-        "--port",
-        "0",
-        "--blob-poll-interval",
-        "0.2",
-        "--standby-interval",
-        "0.3",
-        *args,
-    ]
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    fast_polling = ("--blob-poll-interval", "0.2", "--standby-interval", "0.3")
+    with runner_process(sample_command(settings_file, *fast_polling, *args), env) as started:
+        yield started
+
+
+def sample_command(settings_file: Path, *args: str) -> list[str]:
+    return runner_command(
+        "tests.runner_apps.sample_app:app", ROOT / "tests" / "runner_apps", settings_file, *args
     )
-    output: list[str] = []
-    ready: Future[dict[str, Any]] = Future()
-
-    def drain() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            output.append(line)
-            if line.startswith(READY_PREFIX) and not ready.done():
-                ready.set_result(json.loads(line[len(READY_PREFIX) :]))
-        if not ready.done():
-            ready.set_exception(RuntimeError("runner exited before it was ready:\n" + "".join(output)))
-
-    threading.Thread(target=drain, daemon=True).start()
-    try:
-        yield process, ready.result(timeout=30), output
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
 
 
 def events(tmp_path: Path, kind: str) -> list[dict[str, Any]]:
@@ -84,7 +50,7 @@ def events(tmp_path: Path, kind: str) -> list[dict[str, Any]]:
 def test_sigterm_lets_in_flight_invocations_finish(azurite: AzuriteInfo, tmp_path: Path) -> None:
     host_id = unique("sigterm")
     settings = sample_settings(azurite, enable=("on_slow",), AzureFunctionsWebHost__hostid=host_id)
-    with runner_process(tmp_path, settings, slow_seconds=1.5) as (process, info, output):
+    with sample_process(tmp_path, settings, slow_seconds=1.5) as (process, info, output):
         blob_service(azurite).get_blob_client(settings["SLOW_CONTAINER"], "job.txt").upload_blob(b"x")
         assert eventually(lambda: len(events(tmp_path, "slow_blob_started")) == 1)
         with ThreadPoolExecutor(1) as pool:
@@ -104,7 +70,7 @@ def test_work_cut_short_by_sigterm_is_retried_by_the_next_process(
 ) -> None:
     host_id = unique("retry")
     settings = sample_settings(azurite, enable=("on_slow",), AzureFunctionsWebHost__hostid=host_id)
-    with runner_process(tmp_path, settings, "--shutdown-timeout", "0.2", slow_seconds=5) as (process, _, out):
+    with sample_process(tmp_path, settings, "--shutdown-timeout", "0.2", slow_seconds=5) as (process, _, out):
         blob_service(azurite).get_blob_client(settings["SLOW_CONTAINER"], "job.txt").upload_blob(b"x")
         assert eventually(lambda: len(events(tmp_path, "slow_blob_started")) == 1)
         started = time.monotonic()
@@ -113,7 +79,7 @@ def test_work_cut_short_by_sigterm_is_retried_by_the_next_process(
         assert time.monotonic() - started < 5
     [receipt] = receipts(azurite, host_id, "on_slow")
     assert (receipt["status"], receipt["attempts"]) == ("incomplete", "1")
-    with runner_process(tmp_path, settings, slow_seconds=0.1) as (process, _, out):
+    with sample_process(tmp_path, settings, slow_seconds=0.1) as (process, _, out):
         assert eventually(lambda: len(events(tmp_path, "slow_blob_finished")) == 1)
         process.send_signal(signal.SIGINT)
         assert process.wait(20) == 0, "".join(out)
@@ -128,8 +94,8 @@ def test_two_processes_share_the_work_and_process_each_blob_once(
     settings = sample_settings(azurite, enable=("on_inbound",), AzureFunctionsWebHost__hostid=host_id)
     container = settings["INBOUND_CONTAINER"]
     with (
-        runner_process(tmp_path, settings) as (first, first_info, _),
-        runner_process(tmp_path, settings) as (second, second_info, _),
+        sample_process(tmp_path, settings) as (first, first_info, _),
+        sample_process(tmp_path, settings) as (second, second_info, _),
     ):
         assert first_info["master_key"] == second_info["master_key"]  # one host, shared keys
         service = blob_service(azurite)
@@ -145,23 +111,10 @@ def test_two_processes_share_the_work_and_process_each_blob_once(
 
 
 def test_a_clear_error_when_storage_is_unreachable(tmp_path: Path) -> None:
-    settings_file = tmp_path / "local.settings.json"
     dead = "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;"
-    settings_file.write_text(json.dumps({"Values": {"AzureWebJobsStorage": dead}}), encoding="utf-8")
+    settings_file = write_local_settings(tmp_path / "local.settings.json", {"AzureWebJobsStorage": dead})
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "runner",
-            "--app",
-            "tests.runner_apps.sample_app:app",
-            "--root",
-            str(ROOT / "tests" / "runner_apps"),
-            "--settings",
-            str(settings_file),
-            "--port",
-            "0",
-        ],
+        sample_command(settings_file),
         cwd=ROOT,
         capture_output=True,
         text=True,

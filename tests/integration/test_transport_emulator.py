@@ -7,12 +7,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import requests
 
 from shared.d365.errors import D365ServerError
 from shared.d365.retry import RetryPolicy
 from shared.d365.transport import D365Transport
-from tests.support.d365 import faults, limits, logged, make_transport
+from tests.support.d365 import faults, limits, logged, make_transport, token_provider
 from tests.support.stack import EmulatorInfo
 
 SESSION_INFO = "/api/services/UserSessionService/AifUserSessionService/GetUserSessionInfo"
@@ -20,10 +19,10 @@ LISTING = "/api/services/UserSessionService/AifUserSessionService"
 
 
 class EmulatorTokens:
-    """A client-credentials provider counting fetches and invalidations (the key-rotation test needs them)."""
+    """The production provider, counting fetches and invalidations (the key-rotation test needs them)."""
 
     def __init__(self, emulator: EmulatorInfo) -> None:
-        self._emulator = emulator
+        self._provider = token_provider(emulator)
         self._token: str | None = None
         self._lock = threading.Lock()
         self.fetches = 0
@@ -32,25 +31,14 @@ class EmulatorTokens:
     def get_token(self) -> str:
         with self._lock:
             if self._token is None:
-                response = requests.post(
-                    self._emulator.token_url,
-                    data={
-                        "grant_type": "client_credentials",
-                        "client_id": self._emulator.client_id,
-                        "client_secret": self._emulator.client_secret,
-                        "scope": f"{self._emulator.base_url}/.default",
-                    },
-                    verify=self._emulator.ca_file,
-                    timeout=30,
-                )
-                response.raise_for_status()
-                self._token = str(response.json()["access_token"])
+                self._token = self._provider.get_token()
                 self.fetches += 1
             return self._token
 
     def invalidate(self) -> None:
         with self._lock:
             self._token = None
+            self._provider.invalidate()
             self.invalidations += 1
 
 

@@ -19,8 +19,11 @@ from shared.settings_sections import AuthMode, AuthSettings
 from tests.support.stack import EmulatorInfo
 
 __all__ = [
+    "FAST_CONNECTOR",
     "FAST_RETRIES",
+    "bearer_token",
     "client_secret_auth",
+    "connector_at_test_pace",
     "faults",
     "limits",
     "logged",
@@ -32,22 +35,38 @@ __all__ = [
 FAST_RETRIES = RetryPolicy(backoff_base=0.05, backoff_max=0.2, total_timeout=60)
 
 
-def client_secret_auth(info: EmulatorInfo) -> AuthSettings:
-    """What the app settings for client-secret auth against the emulator's Entra stand-in give."""
+def client_secret_auth(
+    info: EmulatorInfo, *, client_id: str | None = None, client_secret: str | None = None
+) -> AuthSettings:
+    """What the app settings for client-secret auth against the emulator's Entra stand-in give (the seeded
+    app, or the registration ``client_id``/``client_secret`` name)."""
     return AuthSettings(
         mode=AuthMode.CLIENT_SECRET,
-        client_id=info.client_id,
+        client_id=client_id or info.client_id,
         tenant_id=info.tenant_id,
-        client_secret=Secret(info.client_secret),
+        client_secret=Secret(client_secret or info.client_secret),
         authority_host=info.authority_host,
         ca_bundle=info.ca_file,
     )
 
 
-def token_provider(info: EmulatorInfo, **options: Any) -> D365TokenProvider:
-    """The production token provider for the emulator's D365 scope; ``options`` go to its constructor."""
-    auth = client_secret_auth(info)
-    return D365TokenProvider(lambda: build_credential(auth), f"{info.base_url}/.default", **options)
+def token_provider(
+    info: EmulatorInfo,
+    *,
+    scope: str | None = None,
+    client_id: str | None = None,
+    client_secret: str | None = None,
+    **options: Any,
+) -> D365TokenProvider:
+    """The production token provider for ``scope`` (default: the emulator's D365 environment), as the seeded
+    app or the given one; ``options`` go to its constructor."""
+    auth = client_secret_auth(info, client_id=client_id, client_secret=client_secret)
+    return D365TokenProvider(lambda: build_credential(auth), scope or f"{info.base_url}/.default", **options)
+
+
+def bearer_token(info: EmulatorInfo, **provider: Any) -> str:
+    """One token from ``token_provider(info, **provider)``, for tests that send their own requests."""
+    return token_provider(info, **provider).get_token()
 
 
 def make_transport(
@@ -73,6 +92,17 @@ def faults(emulator: EmulatorInfo, *rules: dict[str, Any]) -> None:
 
 def limits(emulator: EmulatorInfo, **body: Any) -> None:
     emulator.admin("PUT", "limits", json=body)
+
+
+#: Recurring-integrations pace for tests: messages picked up and processed in tens of milliseconds.
+FAST_CONNECTOR = {"pickup_delay_seconds": 0.05, "step_seconds": 0.05, "export_delay_seconds": 0.1}
+
+
+def connector_at_test_pace(emulator: EmulatorInfo) -> EmulatorInfo:
+    """The emulator's connector and DMF engine at test pace (``FAST_CONNECTOR``, short DMF steps)."""
+    emulator.admin("PUT", "connector/settings", json=FAST_CONNECTOR)
+    emulator.admin("PUT", "dmf/settings", json={"step_delay_seconds": 0.01})
+    return emulator
 
 
 def logged(emulator: EmulatorInfo, path: str) -> list[dict[str, Any]]:

@@ -1,7 +1,8 @@
 """A small authenticated HTTP client for tests that talk to the emulator's D365 endpoints directly.
 
-It gets a token the way a real client does (client credentials at the emulator's Entra stand-in, over HTTPS
-with the emulator's CA) and sends plain ``requests`` calls, so the tests see exactly what goes on the wire.
+It gets a token the way the app does (``tests.support.d365.bearer_token``: client credentials at the
+emulator's Entra stand-in, over HTTPS with the emulator's CA) and sends plain ``requests`` calls, so the tests
+see exactly what goes on the wire.
 """
 
 from __future__ import annotations
@@ -12,24 +13,9 @@ from typing import Any
 import requests
 
 from localstack.processes import EmulatorInfo
+from tests.support.d365 import bearer_token
 
 ODATA_HEADERS = {"Accept": "application/json", "OData-Version": "4.0", "OData-MaxVersion": "4.0"}
-
-
-def fetch_token(info: EmulatorInfo, *, client_id: str | None = None, client_secret: str | None = None) -> str:
-    response = requests.post(
-        info.token_url,
-        data={
-            "grant_type": "client_credentials",
-            "client_id": client_id or info.client_id,
-            "client_secret": client_secret or info.client_secret,
-            "scope": f"{info.base_url}/.default",
-        },
-        verify=info.ca_file,
-        timeout=30,
-    )
-    response.raise_for_status()
-    return str(response.json()["access_token"])
 
 
 @dataclass
@@ -85,6 +71,6 @@ def d365_http(
 ) -> D365Http:
     session = requests.Session()
     session.headers.update(ODATA_HEADERS)
-    token = fetch_token(info, client_id=client_id, client_secret=client_secret)
+    token = bearer_token(info, client_id=client_id, client_secret=client_secret)
     session.headers["Authorization"] = f"Bearer {token}"
     return D365Http(info.base_url, session)

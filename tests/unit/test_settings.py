@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,12 +10,10 @@ from typing import Any, Self
 
 import pytest
 from azure.identity import CertificateCredential, ClientSecretCredential, ManagedIdentityCredential
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import NameOID
 
+from emulator.tls import private_key_pem, self_signed_rsa
 from shared import settings as settings_module
 from shared.identity import build_credential
 from shared.keyvault import KeyVaultReference, KeyVaultUnreachableError, SecretNotFoundError
@@ -66,22 +63,8 @@ def problems_of(env: dict[str, str], **kwargs: Any) -> list[str]:
 
 def make_pem(tmp_path: Path) -> tuple[Path, bytes, bytes]:
     """A self-signed certificate + key as PEM (file and text) and as PKCS#12 bytes."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "d365-test")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-    pem = cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    key, cert = self_signed_rsa("d365-test", days=30)
+    pem = cert.public_bytes(serialization.Encoding.PEM) + private_key_pem(key)
     path = tmp_path / "cert.pem"
     path.write_bytes(pem)
     pfx = pkcs12.serialize_key_and_certificates(b"x", key, cert, None, serialization.NoEncryption())
