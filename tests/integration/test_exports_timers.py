@@ -18,8 +18,8 @@ from blueprints.exports import bp
 from emulator.connector import CUSTOMERS_EXPORT_ID
 from runner import Runner
 from shared.context import get_context, reset_context
-from tests.support.app_env import stack_env
 from tests.runner_apps.support import eventually
+from tests.support.app_env import stack_env
 from tests.support.stack import AzuriteInfo, EmulatorInfo
 
 ROOT = Path(__file__).resolve().parents[2]
