@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, str] = {
     "business_events": "business-event receipt: events/s vs raw conditional blob writes, latency p50/p99",
     "exports_dequeue": "1 GiB export dequeue: wall time vs a plain streamed copy, peak RSS < 150 MiB",
     "packages": "package build and SAS block upload: throughput vs bare deflate / the Azure SDK, memory",
+    "imports_1gb": "1 GiB raw CSV import: packaging + SAS upload vs plain upload_blob, peak RSS < 150 MiB",
 }
 
 

@@ -1,0 +1,112 @@
+"""End to end through the local runner (``python -m runner`` serving the real ``function_app``): a file
+dropped into Azurite's inbound container is picked up by the blob trigger, imported into the emulator,
+finished by the monitor timer, and ends archived beside its status record; the rows are visible in OData."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from azure.storage.blob import BlobServiceClient
+
+from localstack.processes import ROOT
+from runner.__main__ import READY_PREFIX
+from tests.integration.test_imports_stack import PACKAGE_ROUTE, customer_groups_csv, stack_env
+from tests.support.d365 import make_transport
+from tests.support.stack import AzuriteInfo, EmulatorInfo
+
+IMPORT_FUNCTIONS = {"import_inbound_file", "import_monitor"}
+
+
+def other_functions() -> list[str]:
+    import function_app
+
+    app = importlib.reload(function_app).app  # a fresh app object: get_functions() runs once per object
+    return [
+        f.get_function_name() for f in app.get_functions() if f.get_function_name() not in IMPORT_FUNCTIONS
+    ]
+
+
+@contextmanager
+def runner(tmp_path: Path, settings: dict[str, str]) -> Iterator[tuple[dict[str, Any], list[str]]]:
+    settings_file = tmp_path / "local.settings.json"
+    settings_file.write_text(json.dumps({"IsEncrypted": False, "Values": settings}), encoding="utf-8")
+    command = [
+        sys.executable, "-m", "runner", "--app", "function_app:app", "--root", str(ROOT),
+        "--settings", str(settings_file), "--port", "0", "--blob-poll-interval", "0.3",
+        "--standby-interval", "0.3", "--host-id", f"imports-e2e-{int(time.time() * 1000)}",
+    ]  # fmt: skip
+    env = {"PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1", "HOME": str(tmp_path)}
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    )
+    output: list[str] = []
+    ready: Future[dict[str, Any]] = Future()
+
+    def drain() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line)
+            if line.startswith(READY_PREFIX) and not ready.done():
+                ready.set_result(json.loads(line[len(READY_PREFIX) :]))
+        if not ready.done():
+            ready.set_exception(RuntimeError("runner exited before it was ready:\n" + "".join(output)))
+
+    threading.Thread(target=drain, daemon=True).start()
+    try:
+        yield ready.result(timeout=60), output
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def test_a_dropped_file_is_imported_and_archived_through_the_runner(
+    clean_emulator: EmulatorInfo, azurite: AzuriteInfo, tmp_path: Path
+) -> None:
+    clean_emulator.admin("PUT", "dmf/settings", json={"step_delay_seconds": 0.05})
+    settings = stack_env(
+        clean_emulator,
+        azurite,
+        IMPORT_ROUTES=json.dumps([PACKAGE_ROUTE]),
+        IMPORT_MONITOR_SCHEDULE="*/1 * * * * *",
+        IMPORT_RETRY_AFTER_MINUTES="10",
+        **{f"AzureWebJobs.{name}.Disabled": "true" for name in other_functions()},
+    )
+    service = BlobServiceClient.from_connection_string(azurite.connection_string)
+    archive = service.get_container_client(settings["IMPORT_ARCHIVE_CONTAINER"])
+    with runner(tmp_path, settings) as (info, output):
+        assert {b["function"] for b in info["blobs"]} == {"import_inbound_file"}, info
+        inbound = service.get_container_client(settings["IMPORT_INBOUND_CONTAINER"])
+        inbound.upload_blob("groups/e2e groups.csv", customer_groups_csv("1", "2", prefix="E2E"))
+        deadline = time.monotonic() + 60
+        names: list[str] = []
+        while time.monotonic() < deadline:
+            names = sorted(b.name for b in archive.list_blobs()) if archive.exists() else []
+            if any(n.endswith(".status.json") for n in names):
+                break
+            time.sleep(0.3)
+        assert len(names) == 2, "".join(output[-40:])
+    status = json.loads(archive.download_blob(names[1]).readall())
+    assert names[0].endswith("/e2e groups.csv")
+    assert status["outcome"] == "succeeded"
+    assert status["subject"] == f"{settings['IMPORT_INBOUND_CONTAINER']}/groups/e2e groups.csv"
+    assert status["d365"]["status"] == "Succeeded"
+    with make_transport(clean_emulator) as transport:
+        rows = transport.request(
+            "GET", "data/CustomerGroups", params={"$filter": "CustomerGroupId eq 'E2E*'"}
+        ).json()["value"]
+    assert sorted(r["CustomerGroupId"] for r in rows) == ["E2E1", "E2E2"]
+    assert not list(inbound.list_blobs())
+    service.close()
