@@ -92,4 +92,7 @@ def _summary(blob_endpoint: str, info: dict[str, object], functions: str) -> str
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except RuntimeError as exc:  # a child could not start (port in use, missing Azurite...): one clear line
+        sys.exit(f"make run: {exc}".strip())
