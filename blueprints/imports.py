@@ -1,13 +1,22 @@
 """File imports: a blob trigger on the inbound container and the job-monitor timer; no logic here.
 
-The blob trigger only takes the blob's *name*: ``import_blob`` leases and streams the blob from storage
-itself (pinned to the version that triggered), so a 1 GB file never has to fit in memory. Note that in
-Azure the Python worker materialises an ``InputStream`` binding's content before the call; for very large
-files prefer the SDK-type binding (``azurefunctions-extensions-bindings-blob``) or an Event Grid trigger
-that passes only the name. The trigger uses the default polling source so the local runner serves it;
-production should switch to ``source=func.BlobSource.EVENT_GRID`` (lower latency, scale, Flex Consumption;
-needs an Event Grid subscription on the storage account, see local-stack.md). Either way the pipeline is
-idempotent, and the monitor's sweep picks up any file a trigger missed.
+The blob trigger takes an SDK-type binding (``azurefunctions-extensions-bindings-blob``): the parameter is
+annotated ``azurefunctions.extensions.bindings.blob.BlobClient``, so the Python worker marks the binding
+``SupportsDeferredBinding`` when it indexes the app, the host sends a reference (connection, container,
+blob name) instead of the content, and the function receives an ``azure.storage.blob.BlobClient`` for
+the blob. With a plain ``func.InputStream`` the worker would read the whole blob into memory before the
+call, which a 1 GB drop must never be. Only the client's name is used: ``import_blob`` leases and streams
+the blob from storage itself (pinned to the version it finds), through the app's own storage client.
+Needs Functions runtime 4.34.1+ (extension bundle ``[4.*, 5.0.0)``, Storage Blobs extension 5.x), the v2
+programming model and a synchronous function; no app setting is needed. The worker builds the client from
+the ``AzureWebJobsStorage`` connection: a connection string, ``__accountName``/``__blobServiceUri``
+(system-assigned identity) or those with ``__credential``/``__clientId`` (user-assigned identity).
+
+The trigger uses the default polling source so the local runner serves it (the runner passes a client for
+SDK-type parameters too); production should switch to ``source=func.BlobSource.EVENT_GRID`` (lower
+latency, scale, Flex Consumption; needs an Event Grid subscription on the storage account, see
+local-stack.md). Either way the pipeline is idempotent, and the monitor's sweep picks up any file a
+trigger missed.
 
 Settings the host reads: ``AzureWebJobsStorage`` (the connection), ``IMPORT_INBOUND_CONTAINER`` (the watched
 container) and ``IMPORT_MONITOR_SCHEDULE`` (NCRONTAB, e.g. ``0 */2 * * * *``).
@@ -19,6 +28,7 @@ import json
 import logging
 
 import azure.functions as func
+import azurefunctions.extensions.bindings.blob as blob_sdk  # type: ignore[import-untyped]  # no py.typed
 
 from shared.context import get_context
 from shared.pipelines.imports import import_blob, monitor_imports
@@ -29,9 +39,9 @@ log = logging.getLogger(__name__)
 
 @bp.function_name("import_inbound_file")
 @bp.blob_trigger(arg_name="blob", path="%IMPORT_INBOUND_CONTAINER%/{name}", connection="AzureWebJobsStorage")
-def import_inbound_file(blob: func.InputStream) -> None:
-    """Import the dropped file (the binding's name is ``container/blob``; its bytes are not read here)."""
-    container, _, name = (blob.name or "").partition("/")
+def import_inbound_file(blob: blob_sdk.BlobClient) -> None:
+    """Import the dropped file (the binding is a client for it; its bytes are not read here)."""
+    container, name = str(blob.container_name), str(blob.blob_name)
     report = import_blob(get_context(), name)
     log.info("import of %s/%s: %s", container, name, json.dumps(report.to_dict()))
 

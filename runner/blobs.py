@@ -9,7 +9,14 @@ and runner processes. Both ``source`` values are accepted; locally both are serv
 (Event Grid cannot deliver to a laptop), which is documented and logged at start.
 
 The function receives an ``InputStream`` that reads the blob lazily from storage (pinned to the ETag it
-was triggered for), or ``bytes``/``str`` when the parameter is annotated so.
+was triggered for), or ``bytes``/``str`` when the parameter is annotated so. A parameter annotated with an
+SDK type of ``azurefunctions-extensions-bindings-blob`` (``BlobClient``, ``ContainerClient``,
+``StorageStreamDownloader``) gets what the worker's converter makes of the host's reference: the
+``azure.storage.blob`` client (or download) for the blob. The runner builds it from the connection it
+already resolved, where the extension reads the connection from environment variables; the objects and
+their API are the same. (The worker recognises these annotations while indexing and marks the binding
+``properties.SupportsDeferredBinding``; ``get_function_json()`` does not carry that mark, so the
+runner looks at the annotation too.)
 """
 
 from __future__ import annotations
@@ -102,9 +109,30 @@ def _wanted_type(spec: FunctionSpec) -> Any:
     return hints.get(spec.trigger_arg)
 
 
+def sdk_type_kind(as_type: Any) -> str | None:
+    """``client``/``container``/``downloader`` for the blob extension's SDK types, else ``None``."""
+    if not isinstance(as_type, type) or not as_type.__module__.startswith("azurefunctions.extensions."):
+        return None
+    try:
+        from azurefunctions.extensions.bindings import blob as sdk  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    kinds = {
+        sdk.BlobClient: "client",
+        sdk.ContainerClient: "container",
+        sdk.StorageStreamDownloader: "downloader",
+    }
+    return kinds.get(as_type)
+
+
 def open_blob(service: BlobServiceClient, container: str, name: str, etag: str | None, as_type: Any) -> Any:
-    """The trigger argument for one blob version (lazy stream, or bytes/str if annotated so)."""
+    """The trigger argument for one blob version (lazy stream, bytes/str or an SDK type, as annotated)."""
     blob = service.get_blob_client(container, name)
+    sdk_kind = sdk_type_kind(as_type)
+    if sdk_kind in ("client", "container"):
+        if etag:  # still the version that triggered? (404/412 otherwise: superseded, as for a stream)
+            blob.get_blob_properties(etag=etag, match_condition=MatchConditions.IfNotModified)
+        return blob if sdk_kind == "client" else service.get_container_client(container)
     if etag:
         downloader = blob.download_blob(etag=etag, match_condition=MatchConditions.IfNotModified)
     else:
@@ -113,6 +141,8 @@ def open_blob(service: BlobServiceClient, container: str, name: str, etag: str |
         return downloader.readall()
     if as_type is str:
         return downloader.readall().decode("utf-8")
+    if sdk_kind == "downloader":
+        return downloader
     props = downloader.properties
     settings = props.content_settings
     properties = {

@@ -28,6 +28,25 @@ def test_blob_trigger_passes_a_stream_with_name_length_metadata(azurite: Azurite
     assert event["uri"] == f"{azurite.blob_endpoint}/{container}/2024/orders.json"
 
 
+def test_sdk_type_parameter_gets_a_blob_client_not_the_content(azurite: AzuriteInfo) -> None:
+    recorder = Recorder()
+    settings = sample_settings(azurite, enable=("on_sdk_client",))
+    container = settings["SDK_CONTAINER"]
+    with sample_runner(settings, recorder, host_id=unique("sdk")) as runner:
+        assert runner.started is not None
+        blob_service(azurite).get_blob_client(container, "in/big.dat").upload_blob(b"HEAD" + b"x" * 4096)
+        assert recorder.wait_for(lambda r: len(r.of("sdk_client")) == 1)
+        assert not recorder.wait_for(lambda r: len(r.of("sdk_client")) > 1, timeout=0.8)
+    assert recorder.of("sdk_client")[0] == {
+        **recorder.of("sdk_client")[0],
+        "type": "azure.storage.blob._blob_client.BlobClient",  # what the extension's converter returns
+        "container": container,
+        "blob": "in/big.dat",
+        "size": 4100,
+        "head": "HEAD",
+    }
+
+
 def test_suffix_pattern_bytes_parameter_and_event_grid_source(azurite: AzuriteInfo) -> None:
     recorder = Recorder()
     settings = sample_settings(azurite, enable=("on_csv",))

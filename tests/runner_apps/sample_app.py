@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import azure.functions as func
+import azurefunctions.extensions.bindings.blob as blob_sdk  # type: ignore[import-untyped]
 
 from tests.runner_apps.recorder import Recorder
 
@@ -154,6 +155,17 @@ def _blobs(app: func.FunctionApp, rec: Recorder) -> None:
         rec.record("slow_blob_started", name=blob.name, pid=os.getpid())
         time.sleep(seconds)
         rec.record("slow_blob_finished", name=blob.name, pid=os.getpid())
+
+    @app.blob_trigger(arg_name="client", path="%SDK_CONTAINER%/{name}", connection="AzureWebJobsStorage")
+    def on_sdk_client(client: blob_sdk.BlobClient) -> None:  # SDK-type binding: a client, not the bytes
+        rec.record(
+            "sdk_client",
+            type=f"{type(client).__module__}.{type(client).__qualname__}",
+            container=client.container_name,
+            blob=client.blob_name,
+            size=client.get_blob_properties().size,
+            head=client.download_blob(offset=0, length=4).readall().decode(),
+        )
 
 
 def _unsupported(app: func.FunctionApp) -> None:

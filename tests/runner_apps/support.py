@@ -16,7 +16,17 @@ from tests.runner_apps.recorder import Recorder
 from tests.runner_apps.sample_app import build_app
 
 APP_ROOT = Path(__file__).resolve().parent
-NON_HTTP = ("tick", "startup_tick", "slow_tick", "flaky_tick", "on_inbound", "on_csv", "on_poison", "on_slow")
+NON_HTTP = (
+    "tick",
+    "startup_tick",
+    "slow_tick",
+    "flaky_tick",
+    "on_inbound",
+    "on_csv",
+    "on_poison",
+    "on_slow",
+    "on_sdk_client",
+)
 
 
 def unique(prefix: str) -> str:
@@ -33,6 +43,7 @@ def sample_settings(azurite: AzuriteInfo, *, enable: tuple[str, ...] = (), **val
         "CSV_CONTAINER": unique("csv"),
         "POISON_CONTAINER": unique("poison"),
         "SLOW_CONTAINER": unique("slow"),
+        "SDK_CONTAINER": unique("sdk"),
     }
     settings.update({f"AzureWebJobs.{name}.Disabled": "true" for name in NON_HTTP if name not in enable})
     settings.update(values)

@@ -13,7 +13,8 @@ DEPLOYED = [
     *sorted((ROOT / "shared").rglob("*.py")),
 ]
 # Top-level modules the deployed code may import: the stdlib, requirements.txt and the app's own packages.
-RUNTIME_PACKAGES = {"azure", "requests", "urllib3", "shared", "blueprints"}
+# ``azurefunctions`` is the SDK-type blob binding (azurefunctions-extensions-bindings-blob).
+RUNTIME_PACKAGES = {"azure", "azurefunctions", "requests", "urllib3", "shared", "blueprints"}
 DEV_ONLY = ("emulator", "localstack", "runner", "ops", "tests", "bench")
 
 
@@ -61,5 +62,6 @@ def test_runtime_requirements_hold_only_runtime_packages() -> None:
         "azure-identity",
         "azure-keyvault-secrets",
         "azure-storage-blob",
+        "azurefunctions-extensions-bindings-blob",
         "requests",
     }
