@@ -34,9 +34,9 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteInfo]:
 
 @pytest.fixture(scope="session")
 def samples_dir() -> Path:
-    """The shared real samples (../shared/samples next to the checkout)."""
+    """The real samples: ../shared/samples beside the checkout when present, else the copy in tests/data."""
     here = Path(__file__).resolve().parents[1]
-    for candidate in (here.parent / "shared" / "samples", here / "shared-samples"):
+    for candidate in (here.parent / "shared" / "samples", here / "tests" / "data" / "samples"):
         if candidate.is_dir():
             return candidate
-    pytest.skip("shared samples not found")
+    pytest.fail("sample data not found (tests/data/samples is part of the repository)")
