@@ -96,6 +96,8 @@ class Transcoder:
         self._carry = ""
         if not final and text.endswith("\r"):
             text, self._carry = text[:-1], "\r"
+        if "\r" not in text:  # the usual LF-only (or CR-free) text: one pass, no counting
+            return text.replace("\n", "\r\n")
         lf = text.count("\n")
         crlf = text.count("\r\n") if lf else 0
         if lf == crlf:  # no line break, or all already CRLF

@@ -240,3 +240,131 @@ def test_a_large_csv_streams_with_bounded_memory() -> None:
     assert built.output_bytes == 2 * built.input_bytes + 4
     assert sink.count == result.zip_bytes
     assert peak < 24 * 1024 * 1024, f"peak traced memory {peak / 1e6:.1f} MB"
+
+
+# --- parallel deflate and the streamed zip container ---------------------------------------------------
+
+
+def test_parallel_deflate_is_one_valid_stream_in_order_with_crc() -> None:
+    import random
+    import zlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shared.packages.parallel_deflate import ParallelDeflater
+
+    rng = random.Random(7)
+    data = b"".join(f"row {rng.randrange(10**6)},{'x' * rng.randrange(40)}\n".encode() for _ in range(40_000))
+    for pool_size, level in ((0, 1), (2, 1), (3, 6), (2, 0)):
+        out: list[bytes] = []
+        pool = ThreadPoolExecutor(pool_size) if pool_size else None
+        deflater = ParallelDeflater(out.append, level, pool, chunk_size=64 * 1024, depth=pool_size + 1)
+        for start in range(0, len(data), 10_000):  # writes smaller than a piece get joined
+            deflater.write(data[start : start + 10_000])
+        deflater.finish()
+        if pool:
+            pool.shutdown()
+        compressed = b"".join(out)
+        assert len(out) > 10  # really cut into pieces
+        assert zlib.decompress(compressed, -15) == data
+        assert deflater.crc == zlib.crc32(data)
+        assert (deflater.size, deflater.compressed_size) == (len(data), len(compressed))
+        if level:  # the previous piece primes the next: about the ratio of one stream
+            assert len(compressed) < len(zlib.compress(data, level)) * 1.05
+
+
+def test_parallel_deflate_of_nothing_is_an_empty_stream() -> None:
+    import zlib
+
+    from shared.packages.parallel_deflate import ParallelDeflater
+
+    out: list[bytes] = []
+    deflater = ParallelDeflater(out.append, 1, None)
+    deflater.finish()
+    assert zlib.decompress(b"".join(out), -15) == b""
+    assert (deflater.crc, deflater.size) == (0, 0)
+
+
+def test_a_package_spanning_many_deflate_pieces_reads_back_identically() -> None:
+    source = io.BufferedReader(GeneratedCsv(blocks=12), buffer_size=1 << 20)  # ~6.5 MB → ~13 MB UTF-16
+    archive, result = build(EntityFile("Customers", "customers.csv", source))
+    data = archive.read("customers.csv")
+    assert data.startswith(b"\xff\xfeA\x00C\x00C\x00")
+    assert len(data) == result.entities[0].output_bytes  # type: ignore[attr-defined]
+    assert data.decode("utf-16").count("\r\n") == 12 * 10_000 + 1
+    assert archive.testzip() is None
+
+
+def test_zip64_entries_and_directory_read_back_with_zipfile() -> None:
+    import struct
+    import zlib
+
+    from shared.packages.zip_stream import ZipStreamWriter
+
+    out = io.BytesIO()
+    writer = ZipStreamWriter(out.write)
+    payload = "Données\n".encode() * 1000
+    compressed = zlib.compress(payload, 1)[2:-4]  # raw deflate
+    for name, zip64 in (("big.csv", True), ("Kunden-Ü.csv", False)):
+        writer.start(name, (2024, 5, 6, 7, 8, 10), zip64=zip64)
+        writer.write(compressed)
+        writer.end(zlib.crc32(payload), len(compressed), len(payload))
+    writer.close()
+    raw = out.getvalue()
+    assert writer.offset == len(raw)
+    archive = zipfile.ZipFile(io.BytesIO(raw))
+    big, unicode_name = archive.infolist()
+    assert (big.filename, unicode_name.filename) == ("big.csv", "Kunden-Ü.csv")
+    assert unicode_name.flag_bits & 0x800
+    assert all(i.flag_bits & 0x08 for i in (big, unicode_name))
+    assert big.extract_version == 45
+    assert unicode_name.extract_version == 20
+    assert big.date_time == (2024, 5, 6, 7, 8, 10)
+    assert big.compress_type == zipfile.ZIP_DEFLATED
+    # the Zip64 entry's local header: sizes 0xFFFFFFFF and a Zip64 extra; its descriptor has 8-byte sizes
+    assert struct.unpack("<LL", raw[18:26]) == (0xFFFFFFFF, 0xFFFFFFFF)
+    assert raw[30 + 7 : 30 + 7 + 4] == struct.pack("<HH", 1, 16)
+    end_of_data = 30 + 7 + 20 + len(compressed)
+    assert raw[end_of_data : end_of_data + 24] == struct.pack(
+        "<4sLQQ", b"PK\x07\x08", zlib.crc32(payload), len(compressed), len(payload)
+    )
+    assert archive.read("big.csv") == payload == archive.read("Kunden-Ü.csv")
+    assert archive.testzip() is None
+
+
+def test_an_entry_not_declared_zip64_cannot_pass_4_gib() -> None:
+    from shared.packages.zip_stream import ZipStreamWriter
+
+    writer = ZipStreamWriter(io.BytesIO().write)
+    writer.start("a.csv", (2024, 1, 1, 0, 0, 0), zip64=False)
+    with pytest.raises(RuntimeError, match="Zip64"):
+        writer.end(0, 10, 1 << 32)
+
+
+def test_a_rejected_file_stops_the_deflate_threads_and_raises() -> None:
+    bad = b"CODE,NAME\n" + b"A,ok\n" * 400_000 + b"B,\xff\n"  # the bad byte after several pieces
+    with pytest.raises(PackageRejected) as caught:
+        build(entity(bad))
+    assert caught.value.reason_code is RejectReason.WRONG_ENCODING
+
+
+def test_offsets_past_2_gib_get_zip64_directory_fields_and_end_records() -> None:
+    import zlib
+
+    from shared.packages.zip_stream import ZipStreamWriter
+
+    out = io.BytesIO()
+    writer = ZipStreamWriter(out.write)
+    writer.offset = 3 << 30  # as if 3 GiB of entries came first (zipfile reads it as a shifted archive)
+    payload = b"CODE\r\nA\r\n"
+    compressed = zlib.compress(payload)[2:-4]
+    writer.start("late.csv", (2024, 1, 1, 0, 0, 0), zip64=False)
+    writer.write(compressed)
+    writer.end(zlib.crc32(payload), len(compressed), len(payload))
+    writer.close()
+    raw = out.getvalue()
+    assert b"PK\x06\x06" in raw
+    assert b"PK\x06\x07" in raw
+    archive = zipfile.ZipFile(io.BytesIO(raw))
+    (info,) = archive.infolist()
+    assert info.extract_version == 45  # its offset lives in a Zip64 extra field
+    assert archive.read("late.csv") == payload
