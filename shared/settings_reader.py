@@ -9,7 +9,9 @@ Sections (the app's own in ``settings_sections``, and features') implement :clas
 from __future__ import annotations
 
 import hmac
+import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, Self
@@ -89,6 +91,9 @@ class Secret:
 
     def __reduce__(self) -> Any:
         raise TypeError("Secret values are not picklable")
+
+
+_CONTAINER_NAME = re.compile(r"(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]\Z")
 
 
 class SettingsReader:
@@ -270,6 +275,31 @@ class SettingsReader:
             return None
         return number
 
+    def container(self, name: str, default: str) -> str:
+        """A blob container name (3-63 lower-case letters, digits, single hyphens)."""
+        value = self.text(name, default=default) or default
+        if not _CONTAINER_NAME.match(value):
+            self.problem(name, f"{value!r} is not a container name (3-63 lower-case letters, digits, '-')")
+            return default
+        return value
+
+    def json_objects(self, name: str) -> list[dict[str, Any]]:
+        """A JSON list of objects (one object alone counts as a list of one); [] when unset."""
+        raw = self.text(name)
+        if raw is None:
+            return []
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            self.problem(name, f"is not valid JSON ({exc.msg} at position {exc.pos}); expected a JSON list")
+            return []
+        if isinstance(value, dict):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+            self.problem(name, "expected a JSON list of objects")
+            return []
+        return value
+
     def file(
         self, name: str, *, expected: str, must_contain: bytes | None = None, references: bool = True
     ) -> str | None:
@@ -287,6 +317,9 @@ class SettingsReader:
             self.problem(name, f"file {value!r} is not {expected}")
             return None
         return str(path)
+
+
+_CONTAINER_NAME = re.compile(r"(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]\Z")
 
 
 class SettingsSection(Protocol):

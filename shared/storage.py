@@ -55,6 +55,40 @@ class JsonBlob:
     etag: str
 
 
+@contextmanager
+def keep_lease(
+    lease: BlobLeaseClient, label: str, renew_every: float, *, quiet_statuses: tuple[int, ...] = ()
+) -> Iterator[None]:
+    """Renew an acquired lease in the background for the ``with`` block, then release it.
+
+    A lease that cannot be renewed is logged (the holder's next guarded write will fail); answers whose
+    status is in ``quiet_statuses`` (e.g. 404 after the holder moved the blob) are expected, not logged.
+    """
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(renew_every):
+            try:
+                lease.renew()
+            except HttpResponseError as exc:
+                if exc.status_code not in quiet_statuses:
+                    log.warning("lease on %s could not be renewed: %s", label, exc.reason)
+                return
+
+    renewer = threading.Thread(target=renew, name=f"lease-{label[-40:]}", daemon=True)
+    renewer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        renewer.join(timeout=5)
+        try:
+            lease.release()
+        except HttpResponseError as exc:
+            if exc.status_code not in quiet_statuses:
+                log.warning("lease on %s could not be released: %s", label, exc.reason)
+
+
 class BlobStore:
     """Thin, typed helpers over one ``BlobServiceClient`` (thread-safe; share one per process)."""
 
@@ -169,28 +203,8 @@ class BlobStore:
             if exc.status_code == 409:
                 raise LeaseUnavailableError(f"{container}/{name} is leased by another instance") from exc
             raise
-        stop = threading.Event()
-        interval = renew_every if renew_every is not None else seconds / 3
-
-        def renew() -> None:
-            while not stop.wait(interval):
-                try:
-                    lease.renew()
-                except HttpResponseError as exc:  # lost it: the holder will fail on its next guarded write
-                    log.warning("lease on %s/%s could not be renewed: %s", container, name, exc.reason)
-                    return
-
-        renewer = threading.Thread(target=renew, name=f"lease-{name}", daemon=True)
-        renewer.start()
-        try:
+        with keep_lease(lease, f"{container}/{name}", renew_every or seconds / 3):
             yield lease
-        finally:
-            stop.set()
-            renewer.join(timeout=5)
-            try:
-                lease.release()
-            except HttpResponseError as exc:
-                log.warning("lease on %s/%s could not be released: %s", container, name, exc.reason)
 
     # -- streaming copies
 

@@ -55,7 +55,6 @@ __all__ = [
 
 DEFAULT_RAW_CONTAINER = "events"
 DEFAULT_CONTENT_TYPES = ("application/json", "text/json", "application/*+json", "text/plain")
-_CONTAINER = re.compile(r"(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]\Z")
 _HEADER = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+\Z")
 
 
@@ -75,15 +74,6 @@ def _list(reader: SettingsReader, name: str) -> tuple[str, ...]:
     value = reader.text(name) or ""
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
-
-def _container(reader: SettingsReader, name: str, default: str) -> str:
-    value = reader.text(name, default=default) or default
-    if not _CONTAINER.match(value):
-        reader.problem(
-            name, f"{value!r} is not a valid container name (3-63 lower-case letters, digits, '-')"
-        )
-        return default
-    return value
 
 
 @dataclass(frozen=True)
@@ -111,9 +101,9 @@ class BusinessEventSettings:
         event_ids = _list(reader, "BUSINESS_EVENTS_ALLOWED_EVENT_IDS")
         entities = _list(reader, "BUSINESS_EVENTS_ALLOWED_LEGAL_ENTITIES")
         return cls(
-            raw_container=_container(reader, "BUSINESS_EVENTS_CONTAINER", DEFAULT_RAW_CONTAINER),
-            state_container=_container(reader, "BUSINESS_EVENTS_STATE_CONTAINER", "state"),
-            poison_container=_container(reader, "BUSINESS_EVENTS_POISON_CONTAINER", "events-poison"),
+            raw_container=reader.container("BUSINESS_EVENTS_CONTAINER", DEFAULT_RAW_CONTAINER),
+            state_container=reader.container("BUSINESS_EVENTS_STATE_CONTAINER", "state"),
+            poison_container=reader.container("BUSINESS_EVENTS_POISON_CONTAINER", "events-poison"),
             max_bytes=reader.integer(
                 "BUSINESS_EVENTS_MAX_BYTES", 1024 * 1024, minimum=1024, maximum=100 * 1024 * 1024
             ),
@@ -169,5 +159,5 @@ class BusinessEventProcessingSettings:
             max_attempts=reader.integer("BUSINESS_EVENTS_MAX_ATTEMPTS", 5, minimum=1, maximum=100),
             retry_backoff_seconds=backoff,
             retry_backoff_max_seconds=max(backoff, backoff_max),
-            enriched_container=_container(reader, "BUSINESS_EVENTS_ENRICHED_CONTAINER", "events-enriched"),
+            enriched_container=reader.container("BUSINESS_EVENTS_ENRICHED_CONTAINER", "events-enriched"),
         )

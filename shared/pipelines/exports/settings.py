@@ -30,7 +30,6 @@ Functions host through ``%SETTING%`` expressions in ``blueprints/exports.py``, n
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -42,7 +41,6 @@ __all__ = ["DmfExportJob", "ExportActivity", "ExportSettings", "MiB"]
 MiB = 1024 * 1024
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _ACTIVITY_ID = re.compile(r"^\{?[A-Za-z0-9-]{1,64}\}?$")
-_CONTAINER = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _EXTENSION = re.compile(r"^[a-z0-9]{1,10}$")
 _ACTIVITY_KEYS = {"name", "activity_id", "unpack", "manifest", "extension"}
 _DMF_KEYS = {"name", "definition_group", "legal_entity", "package_name", "period_minutes", "offset_minutes"}
@@ -109,8 +107,8 @@ class ExportSettings:
     @classmethod
     def from_reader(cls, reader: SettingsReader) -> Self:
         return cls(
-            container=_container(reader, "EXPORTS_CONTAINER", "exports"),
-            state_container=_container(reader, "EXPORTS_STATE_CONTAINER", "state"),
+            container=reader.container("EXPORTS_CONTAINER", "exports"),
+            state_container=reader.container("EXPORTS_STATE_CONTAINER", "state"),
             activities=_activities(reader),
             dmf_jobs=_dmf_jobs(reader),
             run_max_seconds=reader.number("EXPORT_RUN_MAX_SECONDS", 480.0, above=True, maximum=86400),
@@ -128,29 +126,6 @@ class ExportSettings:
         )
 
 
-def _container(reader: SettingsReader, name: str, default: str) -> str:
-    value = reader.text(name, default=default) or default
-    if not _CONTAINER.match(value):
-        reader.problem(name, f"{value!r} is not a container name (3-63 lower-case letters, digits, hyphens)")
-        return default
-    return value
-
-
-def _json_list(reader: SettingsReader, name: str) -> list[Any]:
-    raw = reader.text(name)
-    if raw is None:
-        return []
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        reader.problem(name, f"is not valid JSON ({exc.msg} at position {exc.pos}); expected a JSON list")
-        return []
-    if isinstance(value, dict):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
-        reader.problem(name, "expected a JSON list of objects")
-        return []
-    return value
 
 
 class _Entries:
@@ -200,7 +175,7 @@ class _Entries:
 
 def _activities(reader: SettingsReader) -> tuple[ExportActivity, ...]:
     found: list[ExportActivity] = []
-    for index, item in enumerate(_json_list(reader, "EXPORT_ACTIVITIES")):
+    for index, item in enumerate(reader.json_objects("EXPORT_ACTIVITIES")):
         entry = _Entries(reader, "EXPORT_ACTIVITIES", index, item)
         entry.unknown(_ACTIVITY_KEYS)
         name = entry.name()
@@ -221,7 +196,7 @@ def _activities(reader: SettingsReader) -> tuple[ExportActivity, ...]:
 
 def _dmf_jobs(reader: SettingsReader) -> tuple[DmfExportJob, ...]:
     found: list[DmfExportJob] = []
-    for index, item in enumerate(_json_list(reader, "DMF_EXPORTS")):
+    for index, item in enumerate(reader.json_objects("DMF_EXPORTS")):
         entry = _Entries(reader, "DMF_EXPORTS", index, item)
         entry.unknown(_DMF_KEYS)
         name = entry.name()

@@ -8,14 +8,13 @@ lease is held, nobody can overwrite or delete the input without the lease id (th
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.blob import BlobClient, BlobLeaseClient
 
-from shared.storage import LeaseUnavailableError
+from shared.storage import LeaseUnavailableError, keep_lease
 
 __all__ = ["InputGone", "input_lease"]
 
@@ -51,26 +50,6 @@ def input_lease(blob: BlobClient, *, seconds: int = 60, etag: str | None = None)
                 f"{blob.container_name}/{blob.blob_name} was replaced by a newer version"
             ) from exc
         raise
-    stop = threading.Event()
-
-    def renew() -> None:
-        while not stop.wait(seconds / 3):
-            try:
-                lease.renew()
-            except HttpResponseError as exc:
-                if exc.status_code != 404:  # 404: moved away by this very holder
-                    log.warning("lease on %s could not be renewed: %s", blob.blob_name, exc.reason)
-                return
-
-    renewer = threading.Thread(target=renew, name=f"input-lease-{blob.blob_name[-40:]}", daemon=True)
-    renewer.start()
-    try:
+    # 404: moved away by this very holder; 409: already expired and re-leased by another instance
+    with keep_lease(lease, blob.blob_name, seconds / 3, quiet_statuses=(404, 409)):
         yield lease
-    finally:
-        stop.set()
-        renewer.join(timeout=5)
-        try:
-            lease.release()
-        except HttpResponseError as exc:
-            if exc.status_code not in (404, 409):  # gone (moved) or already expired and re-leased
-                log.warning("lease on %s could not be released: %s", blob.blob_name, exc.reason)

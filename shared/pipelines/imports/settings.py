@@ -61,7 +61,6 @@ A raw ``.csv``/``.xml``/``.xlsx`` file becomes a one-entity package (the first e
 from __future__ import annotations
 
 import fnmatch
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -73,7 +72,6 @@ __all__ = ["EntityConfig", "ImportSettings", "MiB", "Route"]
 
 MiB = 1024 * 1024
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")
-_CONTAINER = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _ACTIVITY_ID = re.compile(r"^\{?[A-Za-z0-9-]{1,64}\}?$")
 _LEGAL_ENTITY = re.compile(r"^[A-Za-z0-9]{1,10}$")
 _ROUTE_KEYS = {
@@ -187,10 +185,10 @@ class ImportSettings:
     @classmethod
     def from_reader(cls, reader: SettingsReader) -> Self:
         return cls(
-            inbound_container=_container(reader, "IMPORT_INBOUND_CONTAINER", "inbound"),
-            archive_container=_container(reader, "IMPORT_ARCHIVE_CONTAINER", "archive"),
-            errors_container=_container(reader, "IMPORT_ERRORS_CONTAINER", "errors"),
-            state_container=_container(reader, "IMPORT_STATE_CONTAINER", "state"),
+            inbound_container=reader.container("IMPORT_INBOUND_CONTAINER", "inbound"),
+            archive_container=reader.container("IMPORT_ARCHIVE_CONTAINER", "archive"),
+            errors_container=reader.container("IMPORT_ERRORS_CONTAINER", "errors"),
+            state_container=reader.container("IMPORT_STATE_CONTAINER", "state"),
             routes=_routes(reader),
             stuck_after_minutes=reader.number("IMPORT_STUCK_AFTER_MINUTES", 120.0, above=True, maximum=43200),
             retry_after_minutes=reader.number("IMPORT_RETRY_AFTER_MINUTES", 10.0, maximum=10080),
@@ -206,13 +204,6 @@ class ImportSettings:
             limits=PackageLimits.from_reader(reader),
         )
 
-
-def _container(reader: SettingsReader, name: str, default: str) -> str:
-    value = reader.text(name, default=default) or default
-    if not _CONTAINER.match(value):
-        reader.problem(name, f"{value!r} is not a container name (3-63 lower-case letters, digits, hyphens)")
-        return default
-    return value
 
 
 class _Fields:
@@ -255,22 +246,6 @@ class _Fields:
             return default
         return value
 
-
-def _json_list(reader: SettingsReader, name: str) -> list[dict[str, Any]]:
-    raw = reader.text(name)
-    if raw is None:
-        return []
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        reader.problem(name, f"is not valid JSON ({exc.msg} at position {exc.pos}); expected a JSON list")
-        return []
-    if isinstance(value, dict):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
-        reader.problem(name, "expected a JSON list of objects")
-        return []
-    return value
 
 
 def _entity(reader: SettingsReader, where: str, item: Any) -> EntityConfig | None:
@@ -374,7 +349,7 @@ def _check_target(fields: _Fields, route: Route) -> None:
 
 def _routes(reader: SettingsReader) -> tuple[Route, ...]:
     found: list[Route] = []
-    for index, item in enumerate(_json_list(reader, "IMPORT_ROUTES")):
+    for index, item in enumerate(reader.json_objects("IMPORT_ROUTES")):
         route = _route(reader, index, item)
         if any(r.name == route.name for r in found):
             reader.problem(f"IMPORT_ROUTES[{index}]", f"name {route.name!r} is used twice")
