@@ -7,11 +7,8 @@ from __future__ import annotations
 import importlib
 import json
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,9 +16,9 @@ from typing import Any
 from azure.storage.blob import BlobServiceClient
 
 from localstack.processes import ROOT
-from runner.__main__ import READY_PREFIX
 from tests.integration.test_imports_stack import PACKAGE_ROUTE, customer_groups_csv, stack_env
 from tests.support.d365 import make_transport
+from tests.support.runner_process import runner_command, runner_process, write_local_settings
 from tests.support.stack import AzuriteInfo, EmulatorInfo
 
 IMPORT_FUNCTIONS = {"import_inbound_file", "import_monitor"}
@@ -40,38 +37,22 @@ def other_functions() -> list[str]:
 
 @contextmanager
 def runner(tmp_path: Path, settings: dict[str, str]) -> Iterator[tuple[dict[str, Any], list[str]]]:
-    settings_file = tmp_path / "local.settings.json"
-    settings_file.write_text(json.dumps({"IsEncrypted": False, "Values": settings}), encoding="utf-8")
-    command = [
-        sys.executable, "-m", "runner", "--app", "function_app:app", "--root", str(ROOT),
-        "--settings", str(settings_file), "--port", "0", "--blob-poll-interval", "0.3",
-        "--standby-interval", "0.3", "--host-id", f"imports-e2e-{int(time.time() * 1000)}",
-    ]  # fmt: skip
+    settings_file = write_local_settings(tmp_path / "local.settings.json", settings)
+    command = runner_command(
+        "function_app:app", ROOT, settings_file,
+        "--blob-poll-interval", "0.3", "--standby-interval", "0.3",
+        "--host-id", f"imports-e2e-{int(time.time() * 1000)}",
+    )  # fmt: skip
     env = {"PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1", "HOME": str(tmp_path)}
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-    )
-    output: list[str] = []
-    ready: Future[dict[str, Any]] = Future()
-
-    def drain() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            output.append(line)
-            if line.startswith(READY_PREFIX) and not ready.done():
-                ready.set_result(json.loads(line[len(READY_PREFIX) :]))
-        if not ready.done():
-            ready.set_exception(RuntimeError("runner exited before it was ready:\n" + "".join(output)))
-
-    threading.Thread(target=drain, daemon=True).start()
-    try:
-        yield ready.result(timeout=60), output
-    finally:
-        process.terminate()
+    with runner_process(command, env, ready_timeout=60) as (process, info, output):
         try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+            yield info, output
+        finally:
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 def test_a_dropped_file_is_imported_and_archived_through_the_runner(
