@@ -26,6 +26,7 @@ import hashlib
 import logging
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -122,15 +123,20 @@ def block_id(index: int) -> str:
 
 
 class _ChunkReader:
-    """Reads exact-size pieces from a file-like, an iterable of chunks, or bytes."""
+    """Reads exact-size pieces from a file-like, an iterable of chunks, or bytes.
+
+    Pieces are assembled with one ``join`` from the chunks as they came (a chunk split at a block edge is
+    sliced through a memoryview): every byte is copied once, not staged in a growing buffer.
+    """
 
     def __init__(self, source: IO[bytes] | Iterable[bytes] | bytes, limit: int | None = None) -> None:
         self._left = limit  # bytes still allowed (``length`` given by the caller), None = to the end
         self._file: IO[bytes] | None = None
         self._chunks: Iterator[bytes] | None = None
-        self._pending = bytearray()
+        self._pending: deque[bytes | memoryview] = deque()
         if isinstance(source, bytes | bytearray | memoryview):
-            self._pending = bytearray(source)
+            if source:
+                self._pending.append(bytes(source))
         elif hasattr(source, "read"):
             self._file = cast("IO[bytes]", source)
         else:
@@ -138,7 +144,8 @@ class _ChunkReader:
 
     def unread(self, data: bytes) -> None:
         """Put ``data`` back in front of what is still to be read."""
-        self._pending[:0] = data
+        if data:
+            self._pending.appendleft(data)
         if self._left is not None:
             self._left += len(data)
 
@@ -151,27 +158,40 @@ class _ChunkReader:
             self._left -= len(data)
         return data
 
-    def _read(self, size: int) -> bytes:
+    def _more(self, size: int) -> bytes | None:
+        """The source's next non-empty bytes (up to ``size`` from a file), None at its end."""
         if self._file is not None:
-            parts = [bytes(self._pending[:size])] if self._pending else []
-            del self._pending[:size]
-            have = len(parts[0]) if parts else 0
-            while have < size:
-                piece = self._file.read(size - have)
-                if not piece:
-                    break
-                parts.append(piece)
-                have += len(piece)
-            return b"".join(parts)
-        while len(self._pending) < size and self._chunks is not None:
+            return self._file.read(size) or None
+        while self._chunks is not None:
             more = next(self._chunks, None)
             if more is None:
                 self._chunks = None
-                break
-            self._pending += more
-        out = bytes(self._pending[:size])
-        del self._pending[:size]
-        return out
+            elif more:
+                return more
+        return None
+
+    def _read(self, size: int) -> bytes:
+        parts: list[bytes | memoryview] = []
+        have = 0
+        while have < size:
+            if not self._pending:
+                more = self._more(size - have)
+                if more is None:
+                    break
+                self._pending.append(more)
+            head = self._pending[0]
+            need = size - have
+            if len(head) <= need:
+                parts.append(self._pending.popleft())
+                have += len(head)
+            else:
+                view = head if isinstance(head, memoryview) else memoryview(head)
+                parts.append(view[:need])
+                self._pending[0] = view[need:]
+                have += need
+        if len(parts) == 1 and isinstance(parts[0], bytes):
+            return parts[0]
+        return b"".join(parts)
 
 
 def _md5(data: bytes) -> str:
