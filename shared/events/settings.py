@@ -75,7 +75,6 @@ def _list(reader: SettingsReader, name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
-
 @dataclass(frozen=True)
 class BusinessEventSettings:
     """Receipt and storage; see the module docstring for every setting, its default and meaning."""

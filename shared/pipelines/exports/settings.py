@@ -126,8 +126,6 @@ class ExportSettings:
         )
 
 
-
-
 class _Entries:
     """Typed field access on one JSON object of a list setting, reporting problems as ``NAME[i].field``."""
 

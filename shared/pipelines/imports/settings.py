@@ -205,7 +205,6 @@ class ImportSettings:
         )
 
 
-
 class _Fields:
     """Typed access to one JSON object of ``IMPORT_ROUTES``; problems are reported as ``where: message``."""
 
@@ -245,7 +244,6 @@ class _Fields:
             self.problem(f"{key!r} must be a whole number from {minimum} to {maximum}")
             return default
         return value
-
 
 
 def _entity(reader: SettingsReader, where: str, item: Any) -> EntityConfig | None:
