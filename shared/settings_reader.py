@@ -322,6 +322,54 @@ class SettingsReader:
 _CONTAINER_NAME = re.compile(r"(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]\Z")
 
 
+class JsonFields:
+    """Typed access to one JSON object inside a setting (a route, an activity...); each problem is reported
+    on the reader as ``where: message`` (e.g. ``IMPORT_ROUTES[2]: 'execute' must be true or false``)."""
+
+    def __init__(
+        self, reader: SettingsReader, where: str, item: dict[str, Any], known: Iterable[str] | None = None
+    ) -> None:
+        self.reader, self.where, self.item = reader, where, item
+        if known is not None:
+            self.unknown(set(known))
+
+    def problem(self, message: str) -> None:
+        self.reader.problem(self.where, message)
+
+    def unknown(self, known: set[str]) -> None:
+        extra = sorted(set(self.item) - known)
+        if extra:
+            self.problem(f"unknown key(s) {', '.join(extra)}; known: {', '.join(sorted(known))}")
+
+    def text(self, key: str, default: str = "", *, required: bool = False) -> str:
+        value = self.item.get(key, default)
+        if not isinstance(value, str) or (required and not value.strip()):
+            self.problem(f"{key!r} must be a{' non-empty' if required else ''} string")
+            return default
+        return value.strip()
+
+    def choice(self, key: str, options: tuple[str, ...], default: str) -> str:
+        value = self.text(key, default).lower()
+        if value not in options:
+            self.problem(f"{key!r} must be one of {', '.join(options)}")
+            return default
+        return value
+
+    def flag(self, key: str, default: bool = False) -> bool:
+        value = self.item.get(key, default)
+        if not isinstance(value, bool):
+            self.problem(f"{key!r} must be true or false")
+            return default
+        return value
+
+    def whole(self, key: str, default: int, minimum: int, maximum: int) -> int:
+        value = self.item.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+            self.problem(f"{key!r} must be a whole number from {minimum} to {maximum}")
+            return default
+        return value
+
+
 class SettingsSection(Protocol):
     """A feature's settings: a frozen dataclass that knows how to read itself."""
 

@@ -34,7 +34,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from shared.settings_reader import SettingsReader
+from shared.settings_reader import JsonFields, SettingsReader
 
 __all__ = ["DmfExportJob", "ExportActivity", "ExportSettings", "MiB"]
 
@@ -126,36 +126,11 @@ class ExportSettings:
         )
 
 
-class _Entries:
-    """Typed field access on one JSON object of a list setting, reporting problems as ``NAME[i].field``."""
+class _Entries(JsonFields):
+    """One object of a list setting, reported as ``NAME[i]``; adds the folder-safe ``name`` rule."""
 
     def __init__(self, reader: SettingsReader, setting: str, index: int, item: dict[str, Any]) -> None:
-        self.reader, self.item = reader, item
-        self.where = f"{setting}[{index}]"
-
-    def problem(self, message: str) -> None:
-        self.reader.problem(self.where, message)
-
-    def text(self, key: str, *, required: bool = False, default: str = "") -> str:
-        value = self.item.get(key, default)
-        if not isinstance(value, str) or (required and not value.strip()):
-            self.problem(f"{key!r} must be a{' non-empty' if required else ''} string")
-            return default
-        return value.strip()
-
-    def flag(self, key: str) -> bool:
-        value = self.item.get(key, False)
-        if not isinstance(value, bool):
-            self.problem(f"{key!r} must be true or false")
-            return False
-        return value
-
-    def whole(self, key: str, default: int, minimum: int, maximum: int) -> int:
-        value = self.item.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
-            self.problem(f"{key!r} must be a whole number from {minimum} to {maximum}")
-            return default
-        return value
+        super().__init__(reader, f"{setting}[{index}]", item)
 
     def name(self) -> str:
         value = self.text("name", required=True)
@@ -164,11 +139,6 @@ class _Entries:
                 f"name {value!r} must be 1-63 letters, digits, '.', '_' or '-' (it is a folder name)"
             )
         return value
-
-    def unknown(self, known: set[str]) -> None:
-        extra = sorted(set(self.item) - known)
-        if extra:
-            self.problem(f"unknown key(s) {', '.join(extra)}; known: {', '.join(sorted(known))}")
 
 
 def _activities(reader: SettingsReader) -> tuple[ExportActivity, ...]:

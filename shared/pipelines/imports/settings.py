@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from shared.packages.validate import PackageLimits
-from shared.settings_reader import SettingsReader
+from shared.settings_reader import JsonFields, SettingsReader
 
 __all__ = ["EntityConfig", "ImportSettings", "MiB", "Route"]
 
@@ -205,52 +205,11 @@ class ImportSettings:
         )
 
 
-class _Fields:
-    """Typed access to one JSON object of ``IMPORT_ROUTES``; problems are reported as ``where: message``."""
-
-    def __init__(self, reader: SettingsReader, where: str, item: dict[str, Any], known: set[str]) -> None:
-        self.reader, self.where, self.item = reader, where, item
-        extra = sorted(set(item) - known)
-        if extra:
-            self.problem(f"unknown key(s) {', '.join(extra)}; known: {', '.join(sorted(known))}")
-
-    def problem(self, message: str) -> None:
-        self.reader.problem(self.where, message)
-
-    def text(self, key: str, default: str = "", *, required: bool = False) -> str:
-        value = self.item.get(key, default)
-        if not isinstance(value, str) or (required and not value.strip()):
-            self.problem(f"{key!r} must be a{' non-empty' if required else ''} string")
-            return default
-        return value.strip()
-
-    def choice(self, key: str, options: tuple[str, ...], default: str) -> str:
-        value = self.text(key, default).lower()
-        if value not in options:
-            self.problem(f"{key!r} must be one of {', '.join(options)}")
-            return default
-        return value
-
-    def flag(self, key: str, default: bool) -> bool:
-        value = self.item.get(key, default)
-        if not isinstance(value, bool):
-            self.problem(f"{key!r} must be true or false")
-            return default
-        return value
-
-    def whole(self, key: str, default: int, minimum: int, maximum: int) -> int:
-        value = self.item.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
-            self.problem(f"{key!r} must be a whole number from {minimum} to {maximum}")
-            return default
-        return value
-
-
 def _entity(reader: SettingsReader, where: str, item: Any) -> EntityConfig | None:
     if not isinstance(item, dict):
         reader.problem(where, "must be a JSON object")
         return None
-    fields = _Fields(reader, where, item, _ENTITY_KEYS)
+    fields = JsonFields(reader, where, item, _ENTITY_KEYS)
     raw_map = item.get("field_map")
     field_map: tuple[tuple[str, str], ...] | None = None
     if raw_map is not None:
@@ -283,7 +242,7 @@ def _entity(reader: SettingsReader, where: str, item: Any) -> EntityConfig | Non
 
 
 def _route(reader: SettingsReader, index: int, item: dict[str, Any]) -> Route:
-    fields = _Fields(reader, f"IMPORT_ROUTES[{index}]", item, _ROUTE_KEYS)
+    fields = JsonFields(reader, f"IMPORT_ROUTES[{index}]", item, _ROUTE_KEYS)
     name = fields.text("name", required=True)
     if name and not _NAME.match(name):
         fields.problem(f"name {name!r} must be 1-40 letters, digits, '.', '_' or '-' (it is a folder name)")
@@ -329,7 +288,7 @@ def _route(reader: SettingsReader, index: int, item: dict[str, Any]) -> Route:
     return route
 
 
-def _check_target(fields: _Fields, route: Route) -> None:
+def _check_target(fields: JsonFields, route: Route) -> None:
     if route.is_recurring:
         if not route.activity_id or not _ACTIVITY_ID.match(route.activity_id):
             fields.problem("a recurring route needs 'activity_id' (the recurring data job ID, a GUID)")
