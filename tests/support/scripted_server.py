@@ -89,6 +89,13 @@ class RecordedRequest:
 Handler = Callable[[RecordedRequest], Reply]
 
 
+class QuietHTTPServer(ThreadingHTTPServer):
+    """Scripts drop connections on purpose: a client hanging up then is expected, not worth a traceback."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass
+
+
 class ScriptedServer:
     """Serve ``script`` replies in order; after it runs out, serve ``default`` (or 599 to flag a surprise)."""
 
@@ -104,7 +111,7 @@ class ScriptedServer:
         class _Handler(_ScriptedHandler):
             server_ref = outer
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd = QuietHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True

@@ -16,7 +16,7 @@ import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -34,6 +34,7 @@ from shared.d365.sas_blob import (
     upload_blob,
 )
 from shared.d365.transport import D365Transport
+from tests.support.scripted_server import QuietHTTPServer
 
 SIGNATURE = "s3cr3tSignatureValue%3D"
 
@@ -146,7 +147,7 @@ def make_handler(server: BlobServer) -> type[BaseHTTPRequestHandler]:
 @pytest.fixture
 def blob_server() -> Iterator[BlobServer]:
     state = BlobServer()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(state))
+    httpd = QuietHTTPServer(("127.0.0.1", 0), make_handler(state))
     state.port = httpd.server_address[1]
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
