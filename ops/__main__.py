@@ -1,6 +1,15 @@
 """``python -m ops <command>``: operator commands on the app's storage and D365, from a checkout.
 
+    python -m ops check [--json] [--settings FILE]
+    python -m ops query ENTITY_SET [--filter TEXT] [--select A,B] [--top N] [--cross-company]
+                        [--format json|csv] [--output FILE] [--settings FILE]
     python -m ops replay-events [--event-id ID] [--force] [--limit N] [--settings FILE]
+
+``check`` validates the settings (listing every problem, exit 2) and probes the D365 token, one D365 OData
+call, blob storage and, when ``KEY_VAULT_URL`` is set, Key Vault: one ``OK``/``FAIL`` line per check (or
+``--json``); exit 0 when all are OK, 1 otherwise. ``query`` streams an entity set's rows as JSON Lines or
+CSV to stdout or ``--output`` (see ops/query.py). Errors are one line on stderr, ``ops: <message>``, with
+exit 1 (2 for bad settings). docs/operations.md has examples.
 
 ``replay-events`` processes poisoned business events again (all of them, in batches of ``--limit``, or
 the one ``--event-id``); ``--force`` also replays an event that is not poisoned. It prints a JSON report
@@ -14,11 +23,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from localstack.processes import ROOT
+from ops.check import check
+from ops.common import report_error
+from ops.query import FORMATS, QueryRequest, query
 from runner import SettingsError, load_local_settings
 from shared.context import AppContext
 from shared.events.settings import BusinessEventProcessingSettings, BusinessEventSettings
@@ -65,15 +79,82 @@ def replay_events(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return value
+
+
+def _add_operator_commands(commands: Any) -> None:
+    probe = commands.add_parser(
+        "check",
+        help="check settings and connectivity (D365 token and OData, blob storage, Key Vault)",
+        description="Validate the settings, then probe each dependency: one OK/FAIL line per check. "
+        "Exit 0 when all are OK, 1 when a check fails, 2 when the settings are invalid (all listed).",
+    )
+    probe.add_argument("--json", action="store_true", help="print a JSON report instead of lines")
+    probe.add_argument("--settings", default=None, help="settings file (default: local.settings.json)")
+    rows = commands.add_parser(
+        "query",
+        help="stream the rows of an OData entity set as JSON Lines or CSV",
+        description="Stream rows of ENTITY_SET page by page (constant memory). json: JSON Lines, one row "
+        "per line as D365 returns it; csv: a header from --select, else from the first row's fields. "
+        "--output writes FILE.partial and renames it when complete.",
+    )
+    rows.add_argument("entity_set", metavar="ENTITY_SET", help="e.g. CustomersV3")
+    rows.add_argument("--filter", default=None, help="OData $filter text, e.g. \"dataAreaId eq 'usmf'\"")
+    rows.add_argument(
+        "--select", type=_names, default=[], help="comma-separated fields (also the CSV columns)"
+    )
+    rows.add_argument("--top", type=_positive, default=None, help="at most N rows")
+    rows.add_argument("--cross-company", action="store_true", help="rows of every legal entity")
+    rows.add_argument("--format", choices=FORMATS, default="json", help="json (JSON Lines, default) or csv")
+    rows.add_argument("--output", default=None, help="write to FILE instead of stdout")
+    rows.add_argument("--settings", default=None, help="settings file (default: local.settings.json)")
+
+
+def _run_operator_command(args: argparse.Namespace) -> int:
+    # azure-identity/azure-core log a warning for each failure they raise; the one ops: line says it already.
+    logging.getLogger("azure").setLevel(logging.ERROR)
+    try:
+        if args.command == "check":
+            return check(args.settings, as_json=args.json)
+        request = QueryRequest(
+            args.entity_set, args.filter, tuple(args.select), args.top, args.cross_company, args.format
+        )
+        return query(args.settings, request, args.output, sys.stdout)
+    except KeyboardInterrupt:
+        print("ops: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `| head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as exc:  # every failure is one line for the operator, never a traceback
+        return report_error(exc)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ops", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m ops",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_operator_commands(commands)
     replay = commands.add_parser("replay-events", help="process poisoned business events again")
     replay.add_argument("--event-id", default=None, help="only this EventId (braces and case are ignored)")
     replay.add_argument("--force", action="store_true", help="also replay an event that is not poisoned")
     replay.add_argument("--limit", type=int, default=100, help="events per batch (default 100)")
     replay.add_argument("--settings", default=None, help="settings file (default: local.settings.json)")
     args = parser.parse_args(argv)
+    if args.command in ("check", "query"):
+        return _run_operator_command(args)
     if args.limit < 1:
         parser.error("--limit must be positive")
     return replay_events(args)

@@ -1,4 +1,5 @@
-"""Readiness: can this instance reach everything it depends on (D365 token, D365 OData, blob storage)?"""
+"""Readiness: can this instance reach everything it depends on (D365 token, D365 OData, blob storage, and
+Key Vault when ``KEY_VAULT_URL`` is set)?"""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from shared.context import AppContext
+from shared.keyvault import KeyVaultReference, SecretNotFoundError
 from shared.redact import redact_text
+
+#: A secret nobody creates: reading it costs one GET, and 404 proves the vault answers and the identity may
+#: read secrets (without the permission Key Vault answers 403 first, which is a real failure).
+KEY_VAULT_PROBE_SECRET = "d365-integration-readiness-probe"
 
 
 @dataclass(frozen=True)
@@ -52,5 +58,18 @@ def check_readiness(context: AppContext) -> HealthReport:
         next(iter(context.blob_service.list_containers(results_per_page=1)), None)
         return f"blob storage reachable at {context.blob_service.primary_hostname}"
 
+    def key_vault(vault_url: str) -> str:
+        source = context.settings.secrets
+        if source is None:
+            raise RuntimeError("no secret source is configured for KEY_VAULT_URL")
+        host = KeyVaultReference(vault_url, KEY_VAULT_PROBE_SECRET).vault_host
+        try:
+            source.resolve(KeyVaultReference(vault_url, KEY_VAULT_PROBE_SECRET))
+        except SecretNotFoundError:
+            return f"key vault {host} answers (probe secret absent, as expected)"
+        return f"key vault {host} answers"
+
     checks = [_run("d365-token", token), _run("d365-odata", odata), _run("blob-storage", storage)]
+    if (vault_url := context.settings.key_vault.url) is not None:
+        checks.append(_run("key-vault", lambda: key_vault(vault_url)))
     return HealthReport(ok=all(c.ok for c in checks), checks=checks)

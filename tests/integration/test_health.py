@@ -98,3 +98,27 @@ def test_live_function_needs_no_configuration(app_functions: dict[str, Any]) -> 
     response = app_functions["health_live"](request("http://localhost/api/health"))
     assert response.status_code == 200
     assert json.loads(response.get_body()) == {"status": "alive"}
+
+
+def test_key_vault_is_probed_when_configured(emulator: EmulatorInfo, azurite: AzuriteInfo) -> None:
+    env = stack_env(emulator, azurite, KEY_VAULT_URL=emulator.keyvault_url)
+    context = AppContext.from_settings(Settings.from_env(env))
+    try:
+        report = check_readiness(context)
+    finally:
+        context.close()
+    assert report.ok, report.to_dict()
+    vault = next(c for c in report.checks if c.name == "key-vault")
+    assert "answers" in vault.detail
+
+
+def test_unreachable_key_vault_fails_only_its_check(emulator: EmulatorInfo, azurite: AzuriteInfo) -> None:
+    env = stack_env(emulator, azurite, KEY_VAULT_URL=f"https://127.0.0.1:{free_port()}/")
+    context = AppContext.from_settings(Settings.from_env(env))
+    try:
+        report = check_readiness(context)
+    finally:
+        context.close()
+    states = {c.name: c.ok for c in report.checks}
+    assert states == {"d365-token": True, "d365-odata": True, "blob-storage": True, "key-vault": False}
+    assert "KeyVaultUnreachableError" in next(c for c in report.checks if c.name == "key-vault").detail
