@@ -55,7 +55,10 @@ def check_readiness(context: AppContext) -> HealthReport:
         return f"{context.settings.d365.base_url}/data answers ({len(rows)} legal entity read)"
 
     def storage() -> str:
-        next(iter(context.blob_service.list_containers(results_per_page=1)), None)
+        # One bounded attempt: the SDK's default retries take ~85 s to give up on a dead endpoint, far past
+        # any probe's patience; readiness is asked again anyway.
+        bounded = {"retry_total": 0, "connection_timeout": 3, "read_timeout": 10, "timeout": 10}
+        next(iter(context.blob_service.list_containers(results_per_page=1, **bounded)), None)
         return f"blob storage reachable at {context.blob_service.primary_hostname}"
 
     def key_vault(vault_url: str) -> str:

@@ -122,3 +122,24 @@ def test_unreachable_key_vault_fails_only_its_check(emulator: EmulatorInfo, azur
     states = {c.name: c.ok for c in report.checks}
     assert states == {"d365-token": True, "d365-odata": True, "blob-storage": True, "key-vault": False}
     assert "KeyVaultUnreachableError" in next(c for c in report.checks if c.name == "key-vault").detail
+
+
+@pytest.mark.timeout(30)  # a hang guard: with the storage SDK's default retries this took ~85 s
+def test_unreachable_storage_fails_only_its_check_at_once(
+    emulator: EmulatorInfo, azurite: AzuriteInfo
+) -> None:
+    dead = azurite.connection_string.replace(
+        azurite.blob_endpoint, f"http://127.0.0.1:{free_port()}/devstoreaccount1"
+    )
+    assert dead != azurite.connection_string
+    context = AppContext.from_settings(
+        Settings.from_env(stack_env(emulator, azurite, AzureWebJobsStorage=dead))
+    )
+    try:
+        report = check_readiness(context)
+    finally:
+        context.close()
+    states = {c.name: c.ok for c in report.checks}
+    assert states == {"d365-token": True, "d365-odata": True, "blob-storage": False}
+    storage = next(c for c in report.checks if c.name == "blob-storage")
+    assert "AccountKey" not in storage.detail and "Connection refused" in storage.detail
