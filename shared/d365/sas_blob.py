@@ -40,6 +40,7 @@ from shared.d365.errors import D365ConnectionError, D365Error, D365TimeoutError
 from shared.d365.network_errors import NETWORK_ERRORS, BodyReadError, classify_network_error, safe_cause
 from shared.d365.retry import ErrorKind
 from shared.d365.transport import D365Transport
+from shared.logs import carry_log_context
 from shared.redact import redact_text, redact_url
 
 __all__ = [
@@ -282,7 +283,7 @@ def _put_blocks(
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for future in done:
                         future.result()
-                pending.add(pool.submit(put_block, count, data))
+                pending.add(pool.submit(carry_log_context(put_block), count, data))  # the caller's log ids
                 total += len(data)
                 count += 1
             for future in pending:

@@ -45,6 +45,7 @@ from shared.d365.retry import (
 )
 from shared.d365.tokens import TokenProvider
 from shared.d365.transport_stats import TransportStats
+from shared.logs import log_event
 from shared.redact import redact_text, redact_url
 
 __all__ = ["SERVER_REQUEST_ID_HEADERS", "D365Transport", "TransportSettings"]
@@ -55,6 +56,9 @@ logger = logging.getLogger(__name__)
 SERVER_REQUEST_ID_HEADERS = ("ms-dyn-aid", "x-ms-request-id", "request-id", "x-ms-activity-id")
 
 _ERROR_BODY_LIMIT = 1 << 20
+
+#: A call that waited this many times for throttling (429 Retry-After or the shared gate) logs D365_THROTTLED.
+THROTTLE_EVENT_AFTER = 3
 
 
 class TransportSettings(RetrySettings, Protocol):
@@ -212,10 +216,13 @@ class D365Transport:
         )
         self.stats.add(calls=1)
         try:
-            return call.run()
+            response = call.run()
         except D365Error as exc:
             self.stats.count("failures", type(exc).__name__)
+            call.log_throttling(exc)
             raise
+        call.log_throttling(None)
+        return response
 
     def _resolve(self, url: str, params: Mapping[str, str] | None, authenticate: bool) -> str:
         parts = urlsplit(url)
@@ -288,6 +295,8 @@ class _Call:
         self.refreshed = False
         self.previous_delay = 0.0
         self.gate_waited = 0.0  # the throttle-gate moment this call has already slept until
+        self.throttle_waits = 0  # sleeps for a 429's Retry-After or the throttle gate (D365_THROTTLED)
+        self.throttle_seconds = 0.0
 
     def elapsed(self) -> float:
         return self.t._clock() - self.started
@@ -304,6 +313,8 @@ class _Call:
             pause, opens = self.t._gate_pause(self.gate_waited) if self.authenticate else (0.0, 0.0)
             if pause > 0:  # another call on this transport was told to back off: honour it too
                 self.gate_waited = opens
+                self.throttle_waits += 1
+                self.throttle_seconds += min(pause, remaining)
                 self.t.stats.count("retries", "throttle_gate")
                 self.t.stats.add(slept_seconds=min(pause, remaining), throttled_seconds=min(pause, remaining))
                 self.t._sleep(min(pause, remaining))
@@ -437,10 +448,37 @@ class _Call:
         )
         self.t.stats.count("retries", decision.reason)
         self.t.stats.add(slept_seconds=decision.delay, throttled_seconds=decision.delay if throttled else 0.0)
+        if throttled:
+            self.throttle_waits += 1
+            self.throttle_seconds += decision.delay
         self.previous_delay = decision.delay
         if decision.delay > 0:
             self.t._sleep(decision.delay)
         return True
+
+    def log_throttling(self, failure: D365Error | None) -> None:
+        """D365_THROTTLED when this call waited often for throttling, or gave up while throttled."""
+        gave_up = failure is not None and self.throttled > 0
+        if self.throttle_waits < THROTTLE_EVENT_AFTER and not gave_up:
+            return
+        text = (
+            f"{self.method} waited {self.throttle_waits} time(s), {self.throttle_seconds:.1f}s in all, "
+            f"for D365 throttling ({self.throttled} answer(s) 429)"
+        )
+        log_event(
+            logger,
+            "D365_THROTTLED",
+            logging.ERROR if failure is not None else logging.WARNING,
+            text + (f"; gave up: {type(failure).__name__}" if failure is not None else "; then succeeded"),
+            method=self.method,
+            path=urlsplit(self.safe_url).path,
+            throttled=self.throttled,
+            waits=self.throttle_waits,
+            waited_seconds=round(self.throttle_seconds, 1),
+            attempts=self.attempts,
+            outcome="failed" if failure is not None else "succeeded",
+            request_id=self.request_id,
+        )
 
     def _log_attempt(self, status: int, begin: float) -> None:
         logger.debug(

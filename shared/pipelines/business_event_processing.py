@@ -38,6 +38,7 @@ from shared.events.model import (
 )
 from shared.events.sequence import SequenceVerdict, observe
 from shared.events.settings import BusinessEventProcessingSettings, BusinessEventSettings
+from shared.logs import log_context, log_event
 from shared.redact import redact_text
 from shared.status import Outcome, StatusRecord
 from shared.storage import JSON_CONTENT, LeaseUnavailableError
@@ -199,7 +200,16 @@ class _Attempt:
         self.record.advance(Outcome.FAILED, f"poisoned after {why}: {error}")
         self.save()
         delete_blob(self.context, self.settings.state_container, retry_path(self.event.event_id))
-        log.error("business event %s poisoned: %s", self.event.event_id, error)
+        log_event(
+            log,
+            "EVENT_POISONED",
+            logging.ERROR,
+            f"poisoned after {why}: {error}",
+            business_event=self.event.event_key,
+            attempts=attempts,
+            permanent=permanent,
+            poison=f"{self.settings.poison_container}/{poison_path(self.event.event_id)}",
+        )
         return self.result(ProcessOutcome.POISONED)
 
     def schedule_retry(self, error: str) -> ProcessResult:
@@ -217,12 +227,13 @@ class _Attempt:
         self.details.update(next_attempt_at=iso(due))
         self.record.advance(Outcome.IN_PROGRESS, f"attempt {attempts} failed, next at {iso(due)}: {error}")
         self.save()
-        log.warning(
-            "business event %s: attempt %d failed, retry at %s: %s",
-            self.event.event_id,
-            attempts,
-            iso(due),
-            error,
+        log_event(
+            log,
+            "EVENT_RETRY_SCHEDULED",
+            logging.WARNING,
+            f"attempt {attempts} failed: {error}",
+            attempts=attempts,
+            next_attempt_at=iso(due),
         )
         return self.result(ProcessOutcome.RETRY_SCHEDULED, next_attempt_at=iso(due))
 
@@ -272,10 +283,13 @@ class _Attempt:
         self.save()
         if details.get("errors"):  # an earlier attempt failed, so a retry marker may be left
             delete_blob(self.context, self.settings.state_container, retry_path(self.event.event_id))
-        log.info(
-            "business event %s processed (%s)",
-            self.event.event_id,
-            "out of order" if verdict.out_of_order else "in order",
+        log_event(
+            log,
+            "EVENT_PROCESSED",
+            logging.INFO,
+            f"handled by {', '.join(h.name for h in handlers)}",
+            attempts=details["attempts"],
+            out_of_order=verdict.out_of_order,
         )
         return self.result(
             ProcessOutcome.PROCESSED, out_of_order=verdict.out_of_order, outputs=tuple(outputs)
@@ -303,7 +317,15 @@ def _poison_unreadable(
         "poisoned_at": iso(utc_now()),
     }
     _put(context, settings.poison_container, f"_unreadable/{name}", record, {"blob": raw_blob})
-    log.error("stored blob %s is not a business event: %s", raw_blob, error)
+    log_event(
+        log,
+        "EVENT_POISONED",
+        logging.ERROR,
+        f"the stored blob is not a business event: {error}",
+        blob=raw_blob,
+        permanent=True,
+        unreadable=True,
+    )
     return ProcessResult(ProcessOutcome.POISONED, raw_blob, message=error)
 
 
@@ -330,7 +352,10 @@ def process_stored_event(
     if event is None:
         return ProcessResult(ProcessOutcome.MISSING, raw_blob, message="the stored event does not exist")
     try:
-        with context.store.lease(settings.raw_container, name, seconds=_LEASE_SECONDS):
+        with (
+            log_context(event_id=event.event_id, blob=raw_blob, mode=mode),
+            context.store.lease(settings.raw_container, name, seconds=_LEASE_SECONDS),
+        ):
             found = context.store.read_json(settings.state_container, state_path(event.event_id))
             record = StatusRecord.from_dict(found.value) if found is not None else None
             attempt = _Attempt(context, settings, event, raw_blob, record, clock)

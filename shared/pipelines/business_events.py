@@ -27,6 +27,7 @@ from shared.events.layout import raw_path
 from shared.events.model import BusinessEvent, EventFormatError, iso, parse_event
 from shared.events.settings import BusinessEventSettings
 from shared.events.validate import Rejection, check_event, check_request, check_secret
+from shared.logs import log_event
 from shared.pipelines.business_event_processing import ProcessOutcome, ProcessResult, process_stored_event
 from shared.pipelines.business_event_replay import ReplayReport, replay_poisoned, retry_due_events
 from shared.redact import redact_text
@@ -59,6 +60,14 @@ class ReceiveResult:
 
 
 def _rejected(rejection: Rejection) -> ReceiveResult:
+    log_event(
+        log,
+        "EVENT_REQUEST_REJECTED",
+        logging.WARNING,
+        rejection.message,
+        status=rejection.status,
+        error=rejection.code,
+    )
     return ReceiveResult(rejection.status, rejection.body())
 
 
@@ -112,6 +121,9 @@ def _receive_item(
     context: AppContext, settings: BusinessEventSettings, item: Item, received_at: datetime
 ) -> tuple[int, dict[str, Any]]:
     if item.error is not None:
+        log_event(
+            log, "EVENT_REJECTED", logging.WARNING, item.error.message, status=400, error=item.error.code
+        )
         return 400, Rejection(400, item.error.code, item.error.message).body()
     try:
         event = parse_event(
@@ -122,15 +134,30 @@ def _receive_item(
             envelope=item.envelope,
         )
     except EventFormatError as exc:
+        log_event(log, "EVENT_REJECTED", logging.WARNING, exc.message, status=400, error=exc.code)
         return 400, Rejection(400, exc.code, exc.message).body()
     rejection = check_event(event, settings)
     if rejection is not None:
-        log.warning("business event %s refused: %s", event.event_id, rejection.message)
+        log_event(
+            log,
+            "EVENT_REJECTED",
+            logging.WARNING,
+            rejection.message,
+            event_id=event.event_id,
+            status=rejection.status,
+            error=rejection.code,
+        )
         return rejection.status, {**rejection.body(), "eventId": event.event_id}
     try:
         created = _store(context, settings, event, received_at)
     except AzureError as exc:
-        log.error("business event %s could not be stored: %s", event.event_id, redact_text(str(exc))[:500])
+        log_event(
+            log,
+            "EVENT_STORE_FAILED",
+            logging.ERROR,
+            f"could not be stored: {redact_text(str(exc))[:500]}",
+            event_id=event.event_id,
+        )
         return 503, {
             "status": "error",
             "error": "storage_unavailable",
@@ -138,13 +165,16 @@ def _receive_item(
             "eventId": event.event_id,
         }
     status = "stored" if created else "duplicate"
-    log.info(
-        "business event %s %s (%s, legal entity %s, ControlNumber %s)",
-        event.event_id,
-        status,
-        event.event_key,
-        event.legal_entity_key,
-        event.control_number,
+    log_event(
+        log,
+        "EVENT_RECEIVED",
+        logging.INFO,
+        f"business event {status}",
+        event_id=event.event_id,
+        status=status,
+        business_event=event.event_key,
+        legal_entity=event.legal_entity_key,
+        control_number=event.control_number,
     )
     return 200, {
         "status": status,

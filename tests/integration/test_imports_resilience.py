@@ -173,7 +173,7 @@ def test_a_job_past_the_stuck_limit_is_flagged_then_finished_when_d365_ends(
         later = stack.monitor(now=stack.later(45))
     assert later.stuck == [report.job_id]
     [line] = [r.getMessage() for r in caplog.records if "IMPORT_JOB_STUCK" in r.getMessage()]
-    assert f"job={report.job_id} route=groups" in line
+    assert f"job_id={report.job_id} route=groups" in line
     record = stack.read(stack.settings.state_container, layout.job_name(report.job_id))
     assert b'"outcome": "stuck"' in record
     beside = f"{stack.settings.state_container}/{layout.inflight_name(report.job_id, 'slow.csv')}"

@@ -32,6 +32,7 @@ from azure.core.exceptions import AzureError, ResourceNotFoundError
 from shared.context import AppContext
 from shared.d365.connector import ConnectorClient, DequeuedMessage
 from shared.d365.errors import D365Error
+from shared.logs import log_context, log_event
 from shared.pipelines.exports.blob_writer import BlockBlobWriter
 from shared.pipelines.exports.layout import (
     export_lock_name,
@@ -78,8 +79,11 @@ def dequeue_exports(
     run = _Run(context.store, settings, activity, connector or ConnectorClient(context.transport), now)
     started = budget.elapsed()
     try:
-        with context.store.lease(
-            settings.state_container, export_lock_name(activity.key), seconds=settings.lease_seconds
+        with (
+            log_context(activity=activity.name, activity_id=activity.activity_id),
+            context.store.lease(
+                settings.state_container, export_lock_name(activity.key), seconds=settings.lease_seconds
+            ),
         ):
             run.drain(budget)
     except LeaseUnavailableError:
@@ -115,6 +119,7 @@ class _Run:
             try:
                 message = self.client.dequeue(self.activity.activity_id)
             except D365Error as exc:
+                log_event(log, "EXPORT_DEQUEUE_FAILED", logging.ERROR, str(exc))
                 self.report.errors.append(f"dequeue failed: {exc}")
                 self.report.stopped_by = "error"
                 return
@@ -123,9 +128,17 @@ class _Run:
                 return
             budget.charge(messages=1)
             try:
-                item = self.report.add(self.handle(message))
+                with log_context(message_id=message.correlation_id[:100]):
+                    item = self.report.add(self.handle(message))
             except AzureError as exc:  # storage failed mid-message: not acked, D365 re-offers it
                 text = redact_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                log_event(
+                    log,
+                    "EXPORT_STORAGE_FAILED",
+                    logging.ERROR,
+                    f"not acked; D365 offers it again: {text}",
+                    message_id=message.correlation_id[:100],
+                )
                 self.report.add(ItemReport(message.correlation_id[:100], "failed", acked=False, error=text))
                 self.report.errors.append(f"blob storage: {text}")
                 self.report.stopped_by = "error"
@@ -138,6 +151,7 @@ class _Run:
         try:
             correlation_id = safe_correlation_id(message.correlation_id)
         except ValueError as exc:  # never used in a name; the message stays with D365
+            log_event(log, "EXPORT_MESSAGE_INVALID", logging.ERROR, f"not stored, not acked: {exc}")
             return ItemReport(message.correlation_id[:100], "failed", acked=False, error=str(exc))
         state, first = self.claim(correlation_id)
         path = str(state["path"])
@@ -149,6 +163,12 @@ class _Run:
                 created, size, digest = self.download(message, blob, correlation_id, state)
             except D365Error as exc:
                 item.action, item.acked, item.error = "failed", False, f"download failed: {exc}"
+                log_event(
+                    log,
+                    "EXPORT_DOWNLOAD_FAILED",
+                    logging.WARNING,
+                    f"not stored, not acked; D365 offers it again in 30 minutes: {exc}",
+                )
                 self.finish(item, state, first, Outcome.IN_PROGRESS, _not_stored_message(item.error), {})
                 return item
             item.action, item.bytes = ("stored" if created else "already_stored"), size
@@ -162,16 +182,20 @@ class _Run:
             item.acked = True
         except D365Error as exc:
             item.acked, item.error = False, f"ack failed: {exc}"
+            log_event(
+                log, "EXPORT_ACK_FAILED", logging.ERROR, f"stored but not acknowledged: {exc}", path=item.path
+            )
         outcome, text = _outcome(item, described)
         self.finish(item, state, first, outcome, text, {**facts, **described})
-        log.info(
-            "export %s: %s %s (%s bytes) at %s; %s",
-            self.activity.name,
-            item.action.replace("_", " "),
-            correlation_id,
-            facts["bytes"],
-            item.path,
-            "acked" if item.acked else item.error,
+        log_event(
+            log,
+            "EXPORT_STORED",
+            logging.INFO,
+            f"{item.action.replace('_', ' ')}; {text}",
+            action=item.action,
+            bytes=facts["bytes"],
+            path=item.path,
+            acked=item.acked,
         )
         return item
 

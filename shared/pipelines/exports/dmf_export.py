@@ -32,6 +32,7 @@ from azure.core.exceptions import AzureError, ResourceNotFoundError
 from shared.context import AppContext
 from shared.d365.dmf import DmfActionError, DmfClient, ExecutionStatus, Poller, PollTimeoutError
 from shared.d365.errors import D365ClientError, D365Error
+from shared.logs import log_context, log_event
 from shared.pipelines.exports.blob_writer import BlockBlobWriter
 from shared.pipelines.exports.layout import (
     dmf_execution_id,
@@ -88,8 +89,11 @@ def run_dmf_export(
     )
     started = budget.elapsed()
     try:
-        with context.store.lease(
-            settings.state_container, dmf_lock_name(job.name), seconds=settings.lease_seconds
+        with (
+            log_context(dmf_job=job.name, definition_group=job.definition_group),
+            context.store.lease(
+                settings.state_container, dmf_lock_name(job.name), seconds=settings.lease_seconds
+            ),
         ):
             run.execute(now)
     except LeaseUnavailableError:
@@ -121,8 +125,16 @@ class _DmfRun:
         current = dmf_execution_id(self.job.name, period)
         for execution_id in [*self.unfinished(now, current), current]:
             try:
-                self.report.add(self.drive(execution_id, now, create=execution_id == current))
+                with log_context(execution_id=execution_id):
+                    self.report.add(self.drive(execution_id, now, create=execution_id == current))
             except D365Error as exc:  # a read failed after the policy's retries: try again next run
+                log_event(
+                    log,
+                    "DMF_EXPORT_POLL_FAILED",
+                    logging.WARNING,
+                    f"tried again next run: {exc}",
+                    execution_id=execution_id,
+                )
                 self.report.add(ItemReport(execution_id, "waiting", error=str(exc)))
                 self.report.errors.append(f"{execution_id}: {exc}")
         if not self.report.stopped_by:
@@ -206,6 +218,7 @@ class _DmfRun:
                 last = str(exc.last) if exc.last is not None else "unknown"
                 if too_old:
                     text = f"gave up: still {last} after {self.settings.dmf_give_up_hours:g} hours"
+                    log_event(log, "DMF_EXPORT_GIVEN_UP", logging.ERROR, text, d365_status=last)
                     return self.finish(item, state, Outcome.FAILED, text, None)
                 item.details["d365_status"] = last
                 self.update(execution_id, last_status=last)
@@ -226,7 +239,9 @@ class _DmfRun:
             if self.known(execution_id):  # an earlier attempt of ours started it after all
                 return None
             return getattr(exc, "inner_message", None) or exc.message
-        log.info("DMF export %s: started execution %s of %r", job.name, execution_id, job.definition_group)
+        log_event(
+            log, "DMF_EXPORT_STARTED", logging.INFO, "ExportToPackage called", execution_id=execution_id
+        )
         return None
 
     def known(self, execution_id: str) -> bool:
@@ -256,6 +271,7 @@ class _DmfRun:
         if stored is None:
             if too_old:
                 text = f"gave up: no package URL after {self.settings.dmf_give_up_hours:g} hours"
+                log_event(log, "DMF_EXPORT_GIVEN_UP", logging.ERROR, text, d365_status=status.value)
                 return self.finish(item, state, Outcome.FAILED, text, errors)
             return item
         if status is ExecutionStatus.PARTIALLY_SUCCEEDED:
@@ -332,7 +348,18 @@ class _DmfRun:
         if outcome is not Outcome.SUCCEEDED:
             item.error = text
             item.details["status_record"] = f"{self.settings.container}/{status_blob}"
-        log.info("DMF export %s: %s %s (%s)", self.job.name, item.id, outcome, text)
+        level = {Outcome.SUCCEEDED: logging.INFO, Outcome.PARTIALLY_SUCCEEDED: logging.WARNING}
+        log_event(
+            log,
+            "DMF_EXPORT_SUCCEEDED" if outcome is Outcome.SUCCEEDED else "DMF_EXPORT_FAILED",
+            level.get(outcome, logging.ERROR),
+            text,
+            execution_id=item.id,
+            outcome=str(outcome),
+            d365_status=d365["status"],
+            errors=len(errors or ()),
+            path=item.path,
+        )
         return item
 
 

@@ -5,8 +5,9 @@ Per job record (``state/jobs/{job}.json``): ask D365 (``GetExecutionSummaryStatu
 then
 
 - still running: count the poll; past ``IMPORT_STUCK_AFTER_MINUTES`` the job is flagged ``stuck`` in its
-  status record and a warning ``IMPORT_JOB_STUCK job=... route=... minutes=... status=...`` is logged on
-  every run (the line alerting keys on); polling goes on, a late finish is still recorded;
+  status record and a warning ``IMPORT_JOB_STUCK: ... | job_id=... route=... minutes=...`` is logged on
+  every run (the line alerting keys on, docs/observability.md); polling goes on, a late finish is still
+  recorded;
 - succeeded: status record + input into the archive;
 - anything else final (partially succeeded, failed, canceled, processed with errors...): D365's error
   detail is fetched (``details``), then status record + error files + input into the errors location.
@@ -33,6 +34,7 @@ from shared.context import AppContext
 from shared.d365.connector import ConnectorClient
 from shared.d365.dmf import DmfClient, ExecutionStatus, MessageStatus
 from shared.d365.errors import D365ClientError, D365Error
+from shared.logs import annotate, log_context, log_event
 from shared.pipelines.imports import layout
 from shared.pipelines.imports.details import collect_error_detail
 from shared.pipelines.imports.intake import import_blob
@@ -127,10 +129,13 @@ class _Monitor:
             if self.out_of_time():
                 break
             try:
-                self.poll(job_id)
+                with log_context(job_id=job_id):
+                    self.poll(job_id)
             except Exception as exc:  # one job's trouble (D365 down, a storage error) must not stop the rest
                 self.report.poll_errors[job_id] = redact_text(f"{type(exc).__name__}: {exc}")
-                log.warning("import job %s could not be polled: %s", job_id, self.report.poll_errors[job_id])
+                log_event(
+                    log, "IMPORT_POLL_FAILED", logging.WARNING, self.report.poll_errors[job_id], job_id=job_id
+                )
         self.sweep()
         return self.report
 
@@ -173,12 +178,20 @@ class _Monitor:
         if found is None:
             return
         job = found.value
+        annotate(
+            route=job.get("route"),
+            file=job.get("original"),
+            execution_id=job.get("execution_id"),
+            message_id=job.get("message_id"),
+        )
         self.report.polled += 1
         try:
             verdict = self.status(job)
         except D365Error as exc:  # D365 unreachable or refusing: still counts towards "stuck"
             self.report.poll_errors[job_id] = redact_text(str(exc))
-            log.warning("import job %s could not be polled: %s", job_id, self.report.poll_errors[job_id])
+            log_event(
+                log, "IMPORT_POLL_FAILED", logging.WARNING, self.report.poll_errors[job_id], job_id=job_id
+            )
             verdict = Verdict(str(job.get("last_status") or "unknown (D365 could not be asked)"), None)
         if verdict.outcome is not None:
             self.finish(job, verdict)
@@ -211,10 +224,16 @@ class _Monitor:
             self.outcomes.write_record(inflight, StatusRecord.from_dict(updated["status"]))
         if stuck:
             self.report.stuck.append(job_id)
-            log.warning(
-                "IMPORT_JOB_STUCK job=%s route=%s minutes=%.0f status=%s file=%s",
-                job_id, job.get("route"), minutes, verdict.status, job.get("original"),
-            )  # fmt: skip
+            log_event(
+                log,
+                "IMPORT_JOB_STUCK",
+                logging.WARNING,
+                f"D365 has not finished after {minutes:.0f} minutes (status {verdict.status})",
+                job_id=job_id,
+                route=job.get("route"),
+                minutes=round(minutes),
+                d365_status=verdict.status,
+            )
         else:
             self.report.in_progress.append(job_id)
 
@@ -252,13 +271,32 @@ class _Monitor:
             message += (
                 f"; the in-flight copy of the input ({source}) was missing, so only this record is here"
             )
-            log.error("IMPORT_INPUT_MISSING job=%s input=%s", job_id, source)
+            log_event(
+                log,
+                "IMPORT_INPUT_MISSING",
+                logging.ERROR,
+                "the in-flight copy of the input was missing",
+                job_id=job_id,
+                input=str(source),
+            )
         record.advance(verdict.outcome, message, **d365)
         self._finish_input(source, final, record)
         ledger_state = LedgerState.SUCCEEDED if verdict.outcome is Outcome.SUCCEEDED else LedgerState.FAILED
         self.ledger.set_state(str(job["ledger"]), ledger_state, stored_as=str(final))
         self.jobs.delete(job_id)
         self.report.finished[job_id] = str(verdict.outcome)
+        level = {Outcome.SUCCEEDED: logging.INFO, Outcome.PARTIALLY_SUCCEEDED: logging.WARNING}
+        log_event(
+            log,
+            "IMPORT_JOB_SUCCEEDED" if verdict.outcome is Outcome.SUCCEEDED else "IMPORT_JOB_FAILED",
+            level.get(verdict.outcome, logging.ERROR),
+            message,
+            job_id=job_id,
+            outcome=str(verdict.outcome),
+            d365_status=verdict.status,
+            execution_id=execution_id,
+            stored_as=str(final),
+        )
 
     def _finish_input(self, source: Location, final: Location, record: StatusRecord) -> None:
         """Record + move to the final location; an input already gone leaves the record alone there."""
@@ -291,7 +329,13 @@ class _Monitor:
                 report = import_blob(self.context, name, settings=self.settings, sleep=self.sleep)
             except Exception as exc:  # left in inbound; the next run tries again
                 failure = redact_text(f"{type(exc).__name__}: {exc}")
-                log.warning("IMPORT_SWEEP_FAILED %s/%s: %s", self.settings.inbound_container, name, failure)
+                log_event(
+                    log,
+                    "IMPORT_SWEEP_FAILED",
+                    logging.WARNING,
+                    failure,
+                    file=f"{self.settings.inbound_container}/{name}",
+                )
                 self.report.swept.append({"blob": name, "outcome": "error", "message": failure})
                 continue
             self.report.swept.append(report.to_dict())

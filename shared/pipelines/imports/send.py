@@ -40,6 +40,7 @@ from shared.d365.errors import (
 )
 from shared.d365.network_errors import classify_network_error
 from shared.d365.retry import ErrorKind
+from shared.logs import log_event
 from shared.pipelines.imports import layout
 from shared.pipelines.imports.settings import ImportSettings, Route
 from shared.redact import redact_text
@@ -202,10 +203,15 @@ def _previous_running(dmf: DmfClient, metadata: dict[str, str], settings: Import
     if status.final:
         return None
     if started and _minutes_since(started) > settings.stuck_after_minutes:
-        log.warning(
-            "IMPORT_LOCK_OVERRIDE previous package import %s still %s after %.0f minutes: not waiting",
-            previous, status, settings.stuck_after_minutes,
-        )  # fmt: skip
+        log_event(
+            log,
+            "IMPORT_LOCK_OVERRIDE",
+            logging.WARNING,
+            f"previous package import still {status} after {settings.stuck_after_minutes:.0f} minutes: "
+            "not waiting for it",
+            previous_execution_id=previous,
+            d365_status=status,
+        )
         return None
     return previous
 
