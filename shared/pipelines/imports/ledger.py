@@ -9,6 +9,11 @@ States: ``sending`` (claimed; the send may or may not have reached D365), ``sent
 monitor follows the job), ``succeeded`` / ``failed`` (D365's verdict), ``not_sent`` (nothing was imported:
 deferred or refused before any import started; may be sent again), ``uncertain`` (may or may not have
 been imported; an operator must check before sending it again).
+
+Re-submitting (``resubmit.py``) is the one deliberate way past the duplicate rule: an operator's
+``resubmission`` permit on a ``failed``/``uncertain`` entry names the inbound blob the input is put back
+as; a drop of that blob takes the entry over as a new generation (a new job and execution id), which
+drops the permit, so the permit is used exactly once. ``resubmissions`` counts them per entry.
 """
 
 from __future__ import annotations
@@ -25,7 +30,17 @@ from shared.pipelines.imports import layout
 from shared.status import utc_now
 from shared.storage import BlobStore, JsonBlob
 
-__all__ = ["Claim", "Decision", "InputRef", "JobRecords", "Ledger", "LedgerState", "decide"]
+__all__ = [
+    "RESUBMITTABLE",
+    "Claim",
+    "Decision",
+    "InputRef",
+    "JobRecords",
+    "Ledger",
+    "LedgerState",
+    "ResubmissionRefused",
+    "decide",
+]
 
 
 class LedgerState(enum.StrEnum):
@@ -35,6 +50,14 @@ class LedgerState(enum.StrEnum):
     FAILED = "failed"
     NOT_SENT = "not_sent"
     UNCERTAIN = "uncertain"
+
+
+#: States an operator may re-submit from: D365 failed it, or nobody knows and the operator checked.
+RESUBMITTABLE = (LedgerState.FAILED, LedgerState.UNCERTAIN, LedgerState.NOT_SENT)
+
+
+class ResubmissionRefused(Exception):
+    """The entry moved to a state that may not be re-submitted (e.g. another drop is being sent)."""
 
 
 class Decision(enum.StrEnum):
@@ -124,11 +147,23 @@ def decide(entry: dict[str, Any], drop: InputRef, on_redrop: str) -> tuple[Decis
         }.get(state, Decision.FINISHED), generation
     if state is LedgerState.NOT_SENT:
         return Decision.SEND, generation + 1
+    if state in (LedgerState.FAILED, LedgerState.UNCERTAIN) and _permitted(entry, drop):
+        return Decision.SEND, generation + 1  # an operator re-submitted this input (resubmit.py)
     if on_redrop != "reimport":
         return Decision.DUPLICATE, generation
     if state is LedgerState.SENDING:
         return Decision.BUSY, generation
     return Decision.SEND, generation + 1
+
+
+def _permitted(entry: dict[str, Any], drop: InputRef) -> bool:
+    """Whether ``entry`` carries an operator's re-submission permit for the blob ``drop`` is a version of."""
+    permit = entry.get("resubmission")
+    return (
+        isinstance(permit, dict)
+        and permit.get("container") == drop.container
+        and permit.get("name") == drop.name
+    )
 
 
 class Ledger:
@@ -183,6 +218,10 @@ class Ledger:
                 taken["history"] = current.value.get("history", [])
                 taken["created"] = current.value.get("created", taken["created"])
             taken["job"] = {**(job or {}), "job_id": taken["job_id"]}
+            taken["resubmissions"] = int(current.value.get("resubmissions", 0))
+            if not same and _permitted(current.value, drop):  # the permit is used up by this takeover
+                taken["resubmission_of"] = current.value["resubmission"]
+                taken["resubmissions"] += 1
             if self._replace(name, taken, current.etag):
                 self._mark_drop(drop, name)
                 return Claim(Decision.SEND, name, taken)
@@ -201,6 +240,23 @@ class Ledger:
 
     def _mark_drop(self, drop: InputRef, name: str) -> None:
         self.store.create_json(self.container, layout.drop_name(drop.drop_id), {"entry": name})
+
+    def permit_resubmission(self, name: str, permit: dict[str, Any]) -> dict[str, Any]:
+        """Put an operator's re-submission ``permit`` (``container``, ``name`` of the inbound blob, ...) on
+        the entry, ETag-guarded; :class:`ResubmissionRefused` unless its state is :data:`RESUBMITTABLE`."""
+
+        def change(current: dict[str, Any] | None) -> dict[str, Any]:
+            if current is None:
+                raise ResubmissionRefused(f"ledger entry {name} is gone")
+            state = str(current.get("state"))
+            if state not in RESUBMITTABLE:
+                raise ResubmissionRefused(
+                    f"the ledger entry for this content is {state} (job {current.get('job_id')})"
+                )
+            return {**current, "resubmission": permit, "updated": utc_now()}
+
+        result: dict[str, Any] = self.store.update_json(self.container, name, change)
+        return result
 
     def set_state(self, name: str, state: LedgerState, **fields: Any) -> dict[str, Any]:
         """Move the entry to ``state`` (ETag-guarded read-modify-write), recording extra ``fields``."""
