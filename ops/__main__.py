@@ -1,9 +1,14 @@
 """``python -m ops <command>``: operator commands on the app's storage and D365, from a checkout.
 
     python -m ops check [--json] [--settings FILE]
+    python -m ops status [--json] [--no-d365] [--settings FILE]
     python -m ops query ENTITY_SET [--filter TEXT] [--select A,B] [--top N] [--cross-company]
                         [--format json|csv] [--output FILE] [--settings FILE]
     python -m ops replay-events [--event-id ID] [--force] [--limit N] [--settings FILE]
+    python -m ops resubmit (PATH | --route NAME --file NAME | --list) [--wait] [--json] [--settings FILE]
+    python -m ops export-now (--activity NAME | --all-activities | --dmf NAME) [--timeout S] [--json]
+    python -m ops import FILE --route NAME [--legal-entity X] [--wait] [--no-progress] [--json]
+    python -m ops enqueue FILE --activity ID [--entity NAME] [--company X] [--wait] [--no-progress]
 
 ``check`` validates the settings (listing every problem, exit 2) and probes the D365 token, one D365 OData
 call, blob storage and, when ``KEY_VAULT_URL`` is set, Key Vault: one ``OK``/``FAIL`` line per check (or
@@ -30,9 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from localstack.processes import ROOT
+from ops.actions import ACTION_COMMANDS, add_action_commands, run_action_command
 from ops.check import check
 from ops.common import report_error
 from ops.query import FORMATS, QueryRequest, query
+from ops.status import status
 from runner import SettingsError, load_local_settings
 from shared.context import AppContext
 from shared.events.settings import BusinessEventProcessingSettings, BusinessEventSettings
@@ -99,6 +106,17 @@ def _add_operator_commands(commands: Any) -> None:
     )
     probe.add_argument("--json", action="store_true", help="print a JSON report instead of lines")
     probe.add_argument("--settings", default=None, help="settings file (default: local.settings.json)")
+    overview = commands.add_parser(
+        "status",
+        help="pipeline status: files waiting, in flight, archived, failed; stuck jobs; recent events",
+        description="What the operations page shows, as a report: files per import route, in-flight and "
+        "stuck imports with their D365 status, recent failures with D365's error detail, recent business "
+        "events (duplicate / out-of-order markers) and exports. Exit 0; 1 when part of it could not be "
+        "gathered; 2 for invalid settings.",
+    )
+    overview.add_argument("--json", action="store_true", help="print the overview as JSON")
+    overview.add_argument("--no-d365", action="store_true", help="do not ask D365 for in-flight job status")
+    overview.add_argument("--settings", default=None, help="settings file (default: local.settings.json)")
     rows = commands.add_parser(
         "query",
         help="stream the rows of an OData entity set as JSON Lines or CSV",
@@ -124,6 +142,8 @@ def _run_operator_command(args: argparse.Namespace) -> int:
     try:
         if args.command == "check":
             return check(args.settings, as_json=args.json)
+        if args.command == "status":
+            return status(args.settings, as_json=args.json, ask_d365=not args.no_d365, out=sys.stdout)
         request = QueryRequest(
             args.entity_set, args.filter, tuple(args.select), args.top, args.cross_company, args.format
         )
@@ -152,8 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("--force", action="store_true", help="also replay an event that is not poisoned")
     replay.add_argument("--limit", type=int, default=100, help="events per batch (default 100)")
     replay.add_argument("--settings", default=None, help="settings file (default: local.settings.json)")
+    add_action_commands(commands)
     args = parser.parse_args(argv)
-    if args.command in ("check", "query"):
+    if args.command in ACTION_COMMANDS:
+        return run_action_command(args)
+    if args.command in ("check", "query", "status"):
         return _run_operator_command(args)
     if args.limit < 1:
         parser.error("--limit must be positive")

@@ -57,8 +57,10 @@ def check_readiness(context: AppContext) -> HealthReport:
     def storage() -> str:
         # One bounded attempt: the SDK's default retries take ~85 s to give up on a dead endpoint, far past
         # any probe's patience; readiness is asked again anyway.
-        bounded = {"retry_total": 0, "connection_timeout": 3, "read_timeout": 10, "timeout": 10}
-        next(iter(context.blob_service.list_containers(results_per_page=1, **bounded)), None)
+        containers = context.blob_service.list_containers(
+            results_per_page=1, retry_total=0, connection_timeout=3, read_timeout=10, timeout=10
+        )
+        next(iter(containers), None)
         return f"blob storage reachable at {context.blob_service.primary_hostname}"
 
     def key_vault(vault_url: str) -> str:
