@@ -8,10 +8,11 @@ STAMP_PY := $(VENV)/.installed
 STAMP_NODE := node_modules/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: run test deps lint typecheck unit bench clean help
+.PHONY: run demo test deps lint typecheck unit bench clean help
 
 help:
 	@echo "make run    start Azurite, the D365 F&O emulator and the function app locally"
+	@echo "make demo   run every flow once on a fresh local stack (a smoke test; docs/demo.md)"
 	@echo "make test   lint, type-check and run every test against the real local stack"
 	@echo "make bench  run the benchmarks (results: docs/benchmarks.md)"
 
@@ -35,11 +36,21 @@ lint: $(STAMP_PY)
 typecheck: $(STAMP_PY)
 	$(VENV)/bin/mypy
 
-test: deps lint typecheck
+# The browser tests drive Debian's chromium (Playwright never downloads a browser here).
+.PHONY: chromium
+chromium:
+	@test -x /usr/bin/chromium || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get install -y --no-install-recommends chromium || \
+	  { $$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends chromium; }; }
+
+test: deps lint typecheck chromium
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -q
 
 run: deps
 	$(PY) -m localstack
+
+demo: deps
+	$(PY) -m demo
 
 bench: deps
 	$(PY) -m bench

@@ -3,6 +3,8 @@
 Ports follow the settings file (local.settings.json, else local.settings.sample.json): Azurite's default
 10000 for ``UseDevelopmentStorage=true``, the emulator on D365_BASE_URL's port and the Key Vault's port, and
 the functions on 7071 as with ``func start``. State lives in ``.local/`` so a restart keeps data and keys.
+Once up, the demo (``demo.run_demo``, docs/demo.md) runs every flow once and prints where each result
+landed; ``--no-demo`` skips it. Serving goes on until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from demo import DemoTarget, run_demo
 from localstack.processes import ROOT, run_azurite, run_emulator
 from runner import Runner, SettingsError, configure_logging, load_local_settings
 
@@ -28,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", default=str(ROOT / ".local"), help="where local state is kept")
     parser.add_argument("--functions-port", type=int, default=7071)
     parser.add_argument("--settings", default=None, help="settings file (default: local.settings.json)")
+    parser.add_argument("--no-demo", action="store_true", help="serve without running the demo flows first")
     args = parser.parse_args(argv)
 
     try:
@@ -58,19 +62,25 @@ def main(argv: list[str] | None = None) -> int:
                 blob_connection_string=azurite.connection_string,
             )
         )
-        started = _start_functions(stack, values, args.functions_port)
-        print(_summary(azurite.blob_endpoint, emulator.raw, started), flush=True)
+        runner = _start_functions(stack, values, args.functions_port)
+        print(_summary(azurite.blob_endpoint, emulator.raw, runner.describe()), flush=True)
+        if (
+            not args.no_demo and runner.started is not None
+        ):  # every flow once, then keep serving (docs/demo.md)
+            target = DemoTarget(runner.settings, str(emulator.base_url), runner.started)
+            demo = threading.Thread(target=run_demo, args=(target,), kwargs={"stop": stop}, daemon=True)
+            demo.start()
         stop.wait()
         print("stopping...", flush=True)
     return 0
 
 
-def _start_functions(stack: ExitStack, values: dict[str, str], port: int) -> str:
+def _start_functions(stack: ExitStack, values: dict[str, str], port: int) -> Runner:
     """Serve the function app's triggers through the local runner, as `func start` would."""
     runner = Runner.from_values(values, port=port)
     stack.callback(runner.stop)
     runner.start()
-    return str(runner.describe())
+    return runner
 
 
 def _summary(blob_endpoint: str, info: dict[str, object], functions: str) -> str:

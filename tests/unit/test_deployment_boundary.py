@@ -15,7 +15,7 @@ DEPLOYED = [
 # Top-level modules the deployed code may import: the stdlib, requirements.txt and the app's own packages.
 # ``azurefunctions`` is the SDK-type blob binding (azurefunctions-extensions-bindings-blob).
 RUNTIME_PACKAGES = {"azure", "azurefunctions", "requests", "urllib3", "shared", "blueprints"}
-DEV_ONLY = ("emulator", "localstack", "runner", "ops", "tests", "bench")
+DEV_ONLY = ("emulator", "localstack", "runner", "ops", "tests", "bench", "demo")
 
 
 def imported_top_levels(path: Path) -> set[str]:

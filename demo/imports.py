@@ -1,0 +1,98 @@
+"""Import flows: a file dropped into the inbound container, picked up by the app's blob trigger, sent to
+D365, finished by the import-monitor timer (run now through the runner's host endpoint, as the Functions host
+allows), and found in the archive or errors container beside its status record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from demo.inputs import DemoFile
+from demo.report import FlowResult
+from demo.target import FlowFailed, Stack, eventually
+from shared.pipelines.imports import layout
+from shared.pipelines.imports.settings import ImportSettings
+from shared.status import STATUS_SUFFIX, Outcome
+
+__all__ = ["import_flow"]
+
+MONITOR = "import_monitor"
+MONITOR_EVERY = 3.0  # seconds between manual monitor runs while a flow waits
+
+
+def _final(stack: Stack, settings: ImportSettings, item: DemoFile) -> tuple[str, str, dict[str, Any]] | None:
+    """(container, blob, status record) once the input rests in archive or errors with a final record."""
+    stack.nudge(MONITOR, MONITOR_EVERY)
+    suffix = f"/{item.file_name}{STATUS_SUFFIX}"
+    for container in (settings.archive_container, settings.errors_container):
+        for day in stack.days():
+            for name in stack.names(container, f"{item.route.name}/{day:%Y/%m/%d}/"):
+                if not name.endswith(suffix):
+                    continue
+                record = stack.read_json(container, name)
+                stored = name.removesuffix(STATUS_SUFFIX)
+                if record and Outcome(record["outcome"]).final and stack.exists(container, stored):
+                    return container, stored, record
+    return None
+
+
+def _progress(stack: Stack, settings: ImportSettings, item: DemoFile) -> str:
+    """Where a file that did not finish in time stands, for the FAIL line."""
+    job = layout.job_id(item.route.name, hashlib.sha256(item.data).hexdigest())
+    record = stack.read_json(settings.state_container, layout.job_name(job))
+    if record is not None:
+        return f"sent to D365 as job {job}, last D365 status {record.get('last_status') or 'not polled yet'}"
+    if stack.exists(settings.inbound_container, item.name):
+        return (
+            "still in the inbound container: not sent (a file D365 cannot take now is left there and tried "
+            "again by the import monitor; the function logs say why)"
+        )
+    return "gone from the inbound container but not in archive or errors yet"
+
+
+def _how_sent(record: dict[str, Any], item: DemoFile) -> str:
+    correlation = record.get("correlation", {})
+    if item.route.is_recurring:
+        return f"recurring job {item.route.activity_id} (message {correlation.get('message_id', '?')})"
+    return f"ImportFromPackage into {item.route.definition_group!r}"
+
+
+def import_flow(stack: Stack, title: str, item: DemoFile, *, expect: Outcome, timeout: float) -> FlowResult:
+    """Drop ``item`` and wait (at most ``timeout`` s) until it ends with a final status record; passes
+    when the outcome is ``expect`` (and, for a partial import, D365's error detail was stored with it)."""
+    settings = stack.settings.section(ImportSettings)
+    inbound = settings.inbound_container
+    stack.store.blob(inbound, item.name).upload_blob(item.data, overwrite=True)
+    dropped = f"{inbound}/{item.name}"
+    try:
+        container, stored, record = eventually(
+            stack,
+            lambda: _final(stack, settings, item),
+            timeout=timeout,
+            what=f"{dropped} archived or failed",
+        )
+    except FlowFailed as exc:
+        raise FlowFailed(f"{exc}; {_progress(stack, settings, item)}") from None
+    d365 = record.get("d365", {})
+    execution = record.get("correlation", {}).get("execution_id") or d365.get("execution_id")
+    where = [f"{container}/{stored}  (+ {STATUS_SUFFIX})"]
+    where += [f"{f}  (D365 error file)" for f in d365.get("error_files", [])]
+    facts: dict[str, object] = {"execution_id": execution}
+    headline = f"{dropped} -> {_how_sent(record, item)} -> D365 {d365.get('status', '?')} -> {container}"
+    outcome = Outcome(record["outcome"])
+    ok = outcome is expect
+    if not ok:
+        headline += f": expected {expect}, got {outcome}: {record.get('message', '')}"
+    elif outcome is Outcome.PARTIALLY_SUCCEEDED:
+        errors = d365.get("errors") or []
+        if not errors or not d365.get("error_files"):
+            ok, headline = False, headline + ": D365's error detail is missing from the status record"
+        else:
+            first = " ".join(str(errors[0].get("message", "")).split()).split(". ")[0][:120]
+            headline += (
+                f" with D365's detail: {d365.get('error_count', len(errors))} error(s), e.g. {first!r}"
+            )
+    if execution:
+        where.append(f"D365 execution {execution}")
+    return FlowResult(title, ok, headline, where, facts=facts)
