@@ -6,9 +6,13 @@ from blueprints.business_events import bp as business_events_bp
 from blueprints.exports import bp as exports_bp
 from blueprints.imports import bp as imports_bp
 from blueprints.operations import bp as operations_bp
+from blueprints.operations_page import bp as operations_page_bp
+from blueprints.populate import bp as populate_bp
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(operations_bp)
 app.register_functions(exports_bp)
 app.register_functions(business_events_bp)
 app.register_functions(imports_bp)
+app.register_functions(operations_page_bp)
+app.register_functions(populate_bp)

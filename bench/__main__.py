@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, str] = {
     "exports_dequeue": "1 GiB export dequeue: wall time vs a plain streamed copy, peak RSS < 150 MiB",
     "packages": "package build and SAS block upload: throughput vs bare deflate / the Azure SDK, memory",
     "imports_1gb": "1 GiB raw CSV import: packaging + SAS upload vs plain upload_blob, peak RSS < 150 MiB",
+    "populate_upsert": "5,000-record OData upsert through $batch: records/s vs one request per record",
 }
 
 

@@ -25,6 +25,8 @@ INVENTORY_GROUP = "EmuInventoryServices"
 INVENTORY_SERVICE = "EmuInventOnHandService"
 LEDGER_GROUP = "EmuLedgerServices"
 LEDGER_SERVICE = "EmuLedgerJournalService"
+CONTACT_GROUP = "EmuIntegrationServices"
+CONTACT_SERVICE = "EmuContactService"
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ def register_samples(registry: ServiceRegistry) -> None:
     _register_user_session(registry)
     _register_inventory(registry)
     _LedgerJournals().register(registry)
+    _Contacts().register(registry)
 
 
 # -- UserSessionService (Microsoft) -------------------------------------------------------------------------
@@ -367,4 +370,78 @@ class _LedgerJournals:
             found = self._journals.get((call.company, journal_num))
         if found is None:
             raise XppError(f"Journal {journal_num} does not exist.")
+        return dict(found)
+
+
+# -- EmuIntegrationServices (emulator sample) ---------------------------------------------------------------
+
+
+class _Contacts:
+    """A record-accepting integration service: contacts upserted one at a time or as a list, per company.
+
+    ``upsertContact`` throws the X++ error for a bad record (HTTP 500, like D365); ``upsertContacts`` answers
+    one result per record (``Outcome`` created/updated/unchanged, or ``Error``) and stores the good ones.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._contacts: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def reset(self) -> None:
+        with self._lock:
+            self._contacts.clear()
+
+    def register(self, registry: ServiceRegistry) -> None:
+        members = {"ContactId": "str", "Name": "str", "Email": "str", "Priority": "int"}
+        registry.register_contract(DataContract("EmuContact", members))
+        registry.register_contract(
+            DataContract("EmuContactResult", {"ContactId": "str", "Outcome": "str", "Error": "str"})
+        )
+        add, group, service = registry.register, CONTACT_GROUP, CONTACT_SERVICE
+        one, many = [("_contact", "EmuContact")], [("_contacts", "List<EmuContact>")]
+        add(group, service, "upsertContact", self.upsert_one, parameters=one, returns="EmuContactResult")
+        results = "List<EmuContactResult>"
+        add(group, service, "upsertContacts", self.upsert_many, parameters=many, returns=results)
+        add(group, service, "getContact", self.get, parameters=[("_contactId", "str")], returns="EmuContact")
+        registry.on_reset(self.reset)
+
+    def _upsert(self, company: str, contact: dict[str, Any] | None) -> dict[str, Any]:
+        if contact is None:
+            raise XppError("The contact must be specified.")
+        contact_id = (contact["ContactId"] or "").strip().upper()
+        if not contact_id:
+            raise XppError("Field 'Contact ID' must be filled in.")
+        if not contact["Name"]:
+            raise XppError(f"Field 'Name' must be filled in for contact {contact_id}.")
+        email = contact["Email"] or ""
+        if email and "@" not in email:
+            raise XppError(f"The e-mail address '{email}' of contact {contact_id} is not valid.")
+        if not 0 <= (contact["Priority"] or 0) <= 5:
+            raise XppError(f"Priority {contact['Priority']} of contact {contact_id} must be from 0 to 5.")
+        stored = {**contact, "ContactId": contact_id}
+        with self._lock:
+            before = self._contacts.get((company, contact_id))
+            self._contacts[(company, contact_id)] = stored
+        outcome = "created" if before is None else "unchanged" if before == stored else "updated"
+        return {"ContactId": contact_id, "Outcome": outcome, "Error": ""}
+
+    def upsert_one(self, call: ServiceCall) -> dict[str, Any]:
+        return self._upsert(call.company, call["_contact"])
+
+    def upsert_many(self, call: ServiceCall) -> list[dict[str, Any]]:
+        results = []
+        for contact in call["_contacts"] or []:
+            try:
+                results.append(self._upsert(call.company, contact))
+            except XppError as exc:
+                contact_id = (contact or {}).get("ContactId") or ""
+                results.append({"ContactId": contact_id, "Outcome": "failed", "Error": exc.xpp_message})
+        return results
+
+    def get(self, call: ServiceCall) -> dict[str, Any]:
+        contact_id = call["_contactId"].strip().upper()
+        with self._lock:
+            found = self._contacts.get((call.company, contact_id))
+        if found is None:
+            raise XppError(f"Contact {contact_id} does not exist.")
         return dict(found)

@@ -25,6 +25,7 @@ from shared.context import AppContext
 from shared.d365.connector import ConnectorClient
 from shared.d365.dmf import DmfClient
 from shared.d365.errors import D365Error
+from shared.logs import annotate, log_context, log_event
 from shared.packages.errors import PackageRejected
 from shared.pipelines.imports import layout
 from shared.pipelines.imports.lease import InputGone, input_lease
@@ -91,15 +92,28 @@ def import_blob(
     etag = str(props.etag)
     drop = InputRef(inbound, blob_name, etag, layout.drop_id(inbound, blob_name, etag), int(props.size))
     try:
-        with input_lease(blob, seconds=settings.lease_seconds, etag=etag) as lease:
+        with log_context(file=subject), input_lease(blob, seconds=settings.lease_seconds, etag=etag) as lease:
             intake = _Intake(context, settings, drop, lease, sleep)
             report = intake.run()
     except LeaseUnavailableError:
         report = ImportReport(subject, "busy", "another instance is processing this file")
     except InputGone:
         report = ImportReport(subject, "gone", "the file was moved or replaced meanwhile (handled elsewhere)")
-    level = logging.WARNING if report.outcome in ("rejected", "failed", "deferred") else logging.INFO
-    log.log(level, "IMPORT_%s %s %s", report.outcome.upper(), subject, report.message)
+    level = {"failed": logging.ERROR, "rejected": logging.WARNING, "deferred": logging.WARNING,
+             "partially_succeeded": logging.WARNING}.get(report.outcome, logging.INFO)  # fmt: skip
+    log_event(
+        log,
+        f"IMPORT_{report.outcome.upper()}",
+        level,
+        report.message,
+        file=subject,
+        route=report.route,
+        job_id=report.job_id,
+        execution_id=report.execution_id,
+        message_id=report.message_id,
+        reason=report.reason_code,
+        stored_as=report.stored_as,
+    )
     return report
 
 
@@ -131,6 +145,9 @@ class _Intake:
             return self.finish_input(
                 Outcome.REJECTED, exc.message, exc.reason_code, route=exc.route or "_unrouted"
             )
+        annotate(route=self.match.route.name, legal_entity=self.match.legal_entity)
+        if self.match.route.populate is not None:
+            return self.populate()
         prior = self.ledger.for_drop(self.drop)
         if prior is not None:
             shortcut = self.continue_claimed(*prior)
@@ -146,6 +163,25 @@ class _Intake:
             return self.claim_and_send(prepared)
         finally:
             prepared.close()
+
+    def populate(self) -> ImportReport:
+        """``odata``/``service`` routes: written record by record and finished here (shared/populate)."""
+        from shared.populate.file_route import populate_drop  # imports this package: loaded on first use
+
+        assert self.match is not None
+        done = populate_drop(
+            self.context,
+            self.match,
+            self.drop,
+            lease=self.lease,
+            ledger=self.ledger,
+            outcomes=self.outcomes,
+            when=self.when,
+            subject=self.subject,
+            sleep=self.sleep,
+        )
+        keep = ("job_id", "sha256", "stored_as", "reason_code")
+        return self.report(done.outcome, done.message, **{k: done.fields.get(k) for k in keep})
 
     def continue_claimed(self, name: str, entry: dict[str, Any]) -> ImportReport | None:
         """A trigger of a drop that was claimed before: finish it without re-reading the content."""
@@ -175,6 +211,7 @@ class _Intake:
             job=self.job_draft("", prepared),
         )
         draft = self.job_draft(claim.job_id, prepared)
+        annotate(job_id=claim.job_id)
         if claim.decision is Decision.DUPLICATE:
             return self.duplicate(claim.entry, prepared)
         if claim.decision is Decision.BUSY:
@@ -241,7 +278,9 @@ class _Intake:
             return self.report("deferred", f"could not ask D365 whether job {job} exists: {exc}", job_id=job)
         if not known:
             return None
-        log.warning("IMPORT_RECOVERED job %s was sent before a crash; re-attached to it", job)
+        log_event(
+            log, "IMPORT_RECOVERED", logging.WARNING, "sent before a crash; re-attached to it", job_id=job
+        )
         return self.record_sent(name, entry, {**draft, "execution_id": job})
 
     # -- outcomes

@@ -20,11 +20,13 @@ __all__ = ["InputKind", "RouteMatch", "RoutingError", "input_kind", "resolve"]
 _LEGAL_ENTITY = re.compile(r"^[A-Za-z0-9]{1,10}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 RAW_EXTENSIONS = (".csv", ".txt", ".xml", ".xlsx")
+RECORD_EXTENSIONS = (".csv", ".txt", ".json", ".ndjson", ".jsonl")  # odata / service routes (shared/populate)
 
 
 class InputKind:
     ZIP = "zip"  # a ready data package, or a bundle of raw files (decided by the presence of Manifest.xml)
     RAW = "raw"  # one data file
+    RECORDS = "records"  # a small file of records for an odata / service route
 
 
 class RoutingError(Exception):
@@ -108,6 +110,15 @@ def resolve(routes: Iterable[Route], blob_name: str) -> RouteMatch:
     file_name = rest.rsplit("/", 1)[-1]
     if not file_name or file_name in (".", "..") or _CONTROL.search(file_name):
         raise RoutingError("invalid_file_name", f"{blob_name!r} has no usable file name", route=route.name)
+    if route.populate is not None:
+        if not file_name.lower().endswith(RECORD_EXTENSIONS):
+            raise RoutingError(
+                "unsupported_file_type",
+                f"{file_name!r}: route {route.name!r} writes records from .csv, .txt, .json, .ndjson or "
+                ".jsonl files",
+                route=route.name,
+            )
+        return RouteMatch(route, _legal_entity(route, rest, file_name), file_name, InputKind.RECORDS)
     kind = input_kind(file_name)
     if kind is None:
         raise RoutingError(

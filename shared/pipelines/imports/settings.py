@@ -53,6 +53,10 @@ App settings (all optional; an app without imports configures no route and every
      "on_redrop": "skip" | "reimport",   # an identical file dropped again: skipped, or imported again
      "max_file_mb": 1024, "package_version": "2"}
 
+Targets ``"odata"`` (records written to an entity set: ``entity_set``, ``mode``, ``changeset``, ...) and
+``"service"`` (a JSON custom service operation per record or per file) write small files record by record in
+real time; their keys are in ``shared.populate.config`` and docs/populate.md.
+
 A raw ``.csv``/``.xml``/``.xlsx`` file becomes a one-entity package (the first entity whose
 ``file_pattern`` matches; ``source_format`` defaults by extension: CSV-Unicode, XML-Element, EXCEL). A
 ``.zip`` without ``Manifest.xml`` is a bundle of raw files: one package, one entity per file.
@@ -66,6 +70,7 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from shared.packages.validate import PackageLimits
+from shared.populate.config import POPULATE_ROUTE_KEYS, POPULATE_TARGETS, PopulateRoute, populate_route
 from shared.settings_reader import JsonFields, SettingsReader
 
 __all__ = ["EntityConfig", "ImportSettings", "MiB", "Route"]
@@ -77,7 +82,7 @@ _LEGAL_ENTITY = re.compile(r"^[A-Za-z0-9]{1,10}$")
 _ROUTE_KEYS = {
     "name", "prefix", "target", "activity_id", "send_as", "entity", "definition_group", "execute",
     "overwrite", "legal_entity", "legal_entity_from", "file_name_separator", "file_name_token", "accept",
-    "entities", "on_redrop", "max_file_mb", "package_version",
+    "entities", "on_redrop", "max_file_mb", "package_version", *POPULATE_ROUTE_KEYS,
 }  # fmt: skip
 _ENTITY_KEYS = {
     "entity", "source_format", "file_pattern", "field_map", "encoding", "delimiter", "execution_unit",
@@ -118,7 +123,7 @@ class Route:
 
     name: str
     prefix: str
-    target: str  # "recurring" | "package"
+    target: str  # "recurring" | "package" | "odata" | "service"
     activity_id: str = ""
     send_as: str = "package"  # recurring only: "file" | "package"
     entity: str = ""
@@ -134,6 +139,7 @@ class Route:
     on_redrop: str = "skip"  # "skip" | "reimport"
     max_file_bytes: int | None = None
     package_version: str = "2"
+    populate: PopulateRoute | None = None  # "odata" / "service" targets: written record by record
 
     @property
     def is_recurring(self) -> bool:
@@ -141,6 +147,8 @@ class Route:
 
     def target_key(self, legal_entity: str) -> str:
         """The D365 target a file goes to: the ledger's key (two routes to one target share it)."""
+        if self.populate is not None:
+            return self.populate.target_key(legal_entity)
         if self.is_recurring:
             what = self.entity if self.send_as == "file" else "package"
             return f"recurring|{self.activity_id.strip('{}').lower()}|{legal_entity}|{what.lower()}"
@@ -249,7 +257,7 @@ def _route(reader: SettingsReader, index: int, item: dict[str, Any]) -> Route:
     prefix = fields.text("prefix", f"{name}/")
     if prefix.startswith("/") or (prefix and not prefix.endswith("/")):
         fields.problem(f"prefix {prefix!r} must be a folder: no leading '/', ending with '/' (or '' for all)")
-    target = fields.choice("target", ("recurring", "package"), "package")
+    target = fields.choice("target", ("recurring", "package", *POPULATE_TARGETS), "package")
     entity = fields.text("entity")
     send_as = fields.choice("send_as", ("file", "package"), "file" if entity else "package")
     legal_entity = fields.text("legal_entity").lower()
@@ -280,15 +288,24 @@ def _route(reader: SettingsReader, index: int, item: dict[str, Any]) -> Route:
         file_name_token=fields.whole("file_name_token", 0, 0, 50),
         accept=fields.choice("accept", ("any", "package", "raw"), "any"),
         entities=found,
-        on_redrop=fields.choice("on_redrop", ("skip", "reimport"), "skip"),
+        # writing records again is safe (read by key first), so populate routes re-write an identical re-drop
+        on_redrop=fields.choice(
+            "on_redrop", ("skip", "reimport"), "reimport" if target in POPULATE_TARGETS else "skip"
+        ),
         max_file_bytes=None if max_mb is None else fields.whole("max_file_mb", 1, 1, 10**7) * MiB,
         package_version=fields.text("package_version", "2") or "2",
+        populate=populate_route(fields, target) if target in POPULATE_TARGETS else None,
     )
     _check_target(fields, route)
     return route
 
 
 def _check_target(fields: JsonFields, route: Route) -> None:
+    if route.populate is not None:
+        return  # checked by populate_route
+    stray = sorted(set(fields.item) & POPULATE_ROUTE_KEYS)
+    if stray:
+        fields.problem(f"{', '.join(stray)}: only for targets 'odata' and 'service' (route-level keys)")
     if route.is_recurring:
         if not route.activity_id or not _ACTIVITY_ID.match(route.activity_id):
             fields.problem("a recurring route needs 'activity_id' (the recurring data job ID, a GUID)")

@@ -1,0 +1,273 @@
+"""A dropped file for an ``odata`` or ``service`` import route: written to D365 record by record,
+synchronously, inside the intake (no monitor needed), with the intake's exactly-once machinery:
+
+lease on the input (held by ``import_blob``) → size and record-count checks (a file over the limit is refused
+with a pointer to the DMF routes) → ledger claim for target + content (``ledger.py``: a repeated trigger or a
+crash meets the same entry) → write → status record listing every record's key, outcome and D365's message →
+the input moved to ``archive`` (every record written) or ``errors`` (partial or total failure, bad input).
+
+Re-running after a crash is safe for OData targets: every record is read by key before it is written, so a
+record an earlier attempt created is found (``unchanged``), never created twice. A custom service operation
+cannot be asked what it did, so a service route that stopped mid-way is not called again: its file ends in
+``errors`` as ``needs_operator_check`` (the same rule as an interrupted recurring-integration enqueue).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.storage.blob import BlobLeaseClient
+
+from shared.context import AppContext
+from shared.d365.errors import D365Error
+from shared.pipelines.imports import layout
+from shared.pipelines.imports.ledger import Decision, InputRef, Ledger, LedgerState
+from shared.pipelines.imports.outcome import Location, Outcomes, import_record
+from shared.pipelines.imports.routing import RouteMatch
+from shared.populate.config import PopulateRoute
+from shared.populate.metadata import EntityModel, UnknownEntitySet
+from shared.populate.records import InputError, RecordLimitExceeded, read_records
+from shared.populate.results import PopulateResult
+from shared.populate.run import entity_model, write_route
+from shared.status import Outcome
+
+__all__ = ["DEFAULT_MAX_FILE_BYTES", "DropResult", "populate_drop"]
+
+log = logging.getLogger(__name__)
+DEFAULT_MAX_FILE_BYTES = 32 * 1024 * 1024
+
+
+@dataclass
+class DropResult:
+    """What became of the drop: ``outcome`` for ``ImportReport`` and its extra fields."""
+
+    outcome: str
+    message: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Drop:
+    context: AppContext
+    match: RouteMatch
+    drop: InputRef
+    lease: BlobLeaseClient
+    ledger: Ledger
+    outcomes: Outcomes
+    when: datetime
+    subject: str
+
+    @property
+    def populate(self) -> PopulateRoute:
+        found = self.match.route.populate
+        assert found is not None
+        return found
+
+    def correlation(self, job: str | None, sha256: str | None) -> dict[str, str]:
+        values = {
+            "job_id": job,
+            "file": self.match.file_name,
+            "sha256": sha256,
+            "route": self.match.route.name,
+            "legal_entity": self.match.legal_entity,
+            "drop_id": self.drop.drop_id,
+        }
+        return {k: v for k, v in values.items() if v}
+
+    def finish(
+        self,
+        outcome: Outcome,
+        message: str,
+        reason_code: str,
+        *,
+        folder: str,
+        job: str | None = None,
+        sha256: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> DropResult:
+        """Status record, then the input moved beside it (outcome.py's order: nothing is lost)."""
+        target = self.outcomes.final_location(
+            outcome, self.match.route.name, self.when, folder, self.match.file_name
+        )
+        record = import_record(
+            self.subject,
+            outcome,
+            message,
+            self.correlation(job, sha256),
+            reason_code=reason_code,
+            **(details or {}),
+        )
+        source = Location(self.drop.container, self.drop.name)
+        self.outcomes.finish(source, target, record, lease=self.lease)
+        kind = {Outcome.REJECTED: "rejected", Outcome.DUPLICATE: "duplicate"}.get(outcome, str(outcome))
+        return DropResult(
+            kind,
+            message,
+            {"job_id": job, "sha256": sha256, "stored_as": str(target), "reason_code": reason_code},
+        )
+
+    def reject(self, message: str, reason_code: str, sha256: str | None = None) -> DropResult:
+        return self.finish(
+            Outcome.REJECTED, message, reason_code, folder=f"drop-{self.drop.drop_id[:12]}", sha256=sha256
+        )
+
+
+def populate_drop(
+    context: AppContext,
+    match: RouteMatch,
+    drop: InputRef,
+    *,
+    lease: BlobLeaseClient,
+    ledger: Ledger,
+    outcomes: Outcomes,
+    when: datetime,
+    subject: str,
+    sleep: Callable[[float], None] = time.sleep,
+) -> DropResult:
+    """Write the drop's records and finish it (see the module docstring)."""
+    job = _Drop(context, match, drop, lease, ledger, outcomes, when, subject)
+    route, populate = match.route, job.populate
+    limit = route.max_file_bytes or DEFAULT_MAX_FILE_BYTES
+    if drop.size > limit:
+        return job.reject(
+            f"{match.file_name!r} is {drop.size} bytes, more than route {route.name!r} takes "
+            f"({limit} bytes); an OData or custom-service route is for small files: send large files through "
+            "a DMF route (target 'package' or 'recurring')",
+            "file_too_large",
+        )
+    data = (
+        context.store.blob(drop.container, drop.name)
+        .download_blob(etag=drop.etag, match_condition=MatchConditions.IfNotModified)
+        .readall()
+    )
+    sha256 = hashlib.sha256(data).hexdigest()
+    try:
+        records = read_records(data, match.file_name, populate.records, limit=populate.max_records)
+    except RecordLimitExceeded:
+        return job.reject(
+            f"{match.file_name!r} holds more than {populate.max_records} records, the limit of route "
+            f"{route.name!r} ('max_records'); writing record by record suits small files only: send large "
+            "files through a DMF route (target 'package' or 'recurring'), which imports them in bulk",
+            "too_many_records",
+            sha256,
+        )
+    except InputError as exc:
+        return job.reject(
+            f"{match.file_name!r} cannot be read as records: {exc}", "unreadable_records", sha256
+        )
+    if not records:
+        return job.reject(f"{match.file_name!r} holds no records", "no_records", sha256)
+    model: EntityModel | None = None
+    if populate.entity is not None:
+        try:
+            model = entity_model(context, populate.entity.entity_set)
+        except UnknownEntitySet as exc:
+            return job.reject(f"route {route.name!r}: {exc}", "unknown_entity_set", sha256)
+        except D365Error as exc:
+            return DropResult(
+                "deferred",
+                f"could not read the D365 $metadata, tried again later: {exc}",
+                {"reason_code": "metadata_unavailable"},
+            )
+    claim = ledger.claim(
+        target=populate.target_key(match.legal_entity),
+        sha256=sha256,
+        route=route.name,
+        on_redrop=route.on_redrop,
+        drop=drop,
+        job_for=lambda generation: layout.job_id(route.name, sha256, generation),
+        job={
+            "route": route.name,
+            "target": route.target,
+            "file_name": match.file_name,
+            "sha256": sha256,
+            "records": len(records),
+            "original": subject,
+            "drop_id": drop.drop_id,
+        },
+    )
+    job_id = claim.job_id
+    if claim.decision is Decision.DUPLICATE:
+        earlier = claim.entry.get("job_id")
+        message = (
+            f"identical content was already written to this target as job {earlier} (state "
+            f"{claim.entry.get('state')}); skipped (route {route.name!r} has on_redrop 'skip')"
+        )
+        return job.finish(
+            Outcome.DUPLICATE,
+            message,
+            "duplicate",
+            folder=f"dup-{drop.drop_id[:12]}",
+            job=str(earlier),
+            sha256=sha256,
+        )
+    if claim.decision is Decision.BUSY:
+        return DropResult(
+            "deferred",
+            "the same content is being written from another drop right now; tried again later",
+            {"job_id": job_id, "reason_code": "busy"},
+        )
+    if claim.decision is Decision.FINISHED:
+        return _leftover(job, claim.entry, sha256)
+    if claim.decision in (Decision.RECOVER, Decision.RESUME) and populate.service is not None:
+        message = (
+            "the app stopped while calling the custom service for this file, so some records may have been "
+            "processed; a custom service cannot be asked which, so the file is not sent again automatically. "
+            "Check in D365, then re-drop the records that are missing"
+        )
+        result = job.finish(
+            Outcome.FAILED, message, "needs_operator_check", folder=job_id, job=job_id, sha256=sha256
+        )
+        ledger.set_state(
+            claim.name, LedgerState.UNCERTAIN, note=message, stored_as=result.fields["stored_as"]
+        )
+        return result
+    if claim.decision is Decision.RECOVER:
+        log.warning(
+            "POPULATE_RECOVERED %s: writing again after an interrupted run (reads by key first)", subject
+        )
+    written = write_route(
+        context, populate, records, legal_entity=match.legal_entity, model=model, sleep=sleep
+    )
+    return _finished(job, claim.name, job_id, sha256, written)
+
+
+def _finished(job: _Drop, ledger_name: str, job_id: str, sha256: str, written: PopulateResult) -> DropResult:
+    outcome = written.outcome
+    reasons = {Outcome.SUCCEEDED: "written", Outcome.PARTIALLY_SUCCEEDED: "partially_written"}
+    reason = reasons.get(outcome, "not_written")
+    details = {"populate": written.to_dict()}
+    result = job.finish(
+        outcome, written.message(), reason, folder=job_id, job=job_id, sha256=sha256, details=details
+    )
+    state = LedgerState.SUCCEEDED if outcome is Outcome.SUCCEEDED else LedgerState.FAILED
+    job.ledger.set_state(ledger_name, state, stored_as=result.fields["stored_as"], counts=written.counts)
+    return result
+
+
+def _leftover(job: _Drop, entry: dict[str, Any], sha256: str) -> DropResult:
+    """This very drop was finished before; what is still in inbound is a copy a cut move left behind."""
+    stored = str(entry.get("stored_as") or "")
+    container, _, name = stored.partition("/")
+    if stored and job.context.store.blob(container, name).exists():
+        job.context.store.blob(job.drop.container, job.drop.name).delete_blob(lease=job.lease)
+        return DropResult(
+            "gone",
+            f"already written and stored as {stored}; removed the leftover copy",
+            {"job_id": entry.get("job_id"), "stored_as": stored},
+        )
+    return job.finish(
+        Outcome.DUPLICATE,
+        f"this file was already handled as job {entry.get('job_id')} (state {entry.get('state')})",
+        "duplicate",
+        folder=f"dup-{job.drop.drop_id[:12]}",
+        job=str(entry.get("job_id")),
+        sha256=sha256,
+    )

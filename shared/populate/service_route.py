@@ -1,0 +1,136 @@
+"""Records to a JSON custom service operation: one call per record, or one call with every record.
+
+Per record, the body is ``{record_parameter: {...the record...}}`` (a data contract) or the record's fields
+mapped to top-level parameters (``parameter_map``), plus the legal entity when configured. A call that
+fails (D365's 500 with the X++ error text) fails that record only. With ``whole_file`` the answer is read
+per record when it is a list as long as the input (an element with an ``Error``/``Message`` text is a
+failure); any other answer counts for every record.
+
+A custom service operation is not idempotent (ref §6), so calls are never repeated after an unknown outcome:
+the transport retries only what D365 refused before doing any work (429, failures to connect).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from shared.d365.errors import D365Error, D365HTTPError
+from shared.d365.services import CustomServiceClient
+from shared.populate.config import ServiceTarget
+from shared.populate.records import SourceRecord
+from shared.populate.results import PopulateResult, RecordOutcome, RecordResult
+
+__all__ = ["call_service"]
+
+_OUTCOME_FIELDS = ("outcome", "status", "result")
+_ERROR_FIELDS = ("error", "errormessage")
+_NOTE_LIMIT = 300
+
+
+def _field(answer: Mapping[str, Any], names: tuple[str, ...]) -> Any:
+    for key, value in answer.items():
+        if key.lower() in names:
+            return value
+    return None
+
+
+def _verdict(answer: Any) -> tuple[RecordOutcome, str | None]:
+    """What one answer says about its record: an error text fails it; a known outcome word is taken."""
+    if isinstance(answer, Mapping):
+        error = _field(answer, _ERROR_FIELDS)
+        if isinstance(error, str) and error.strip():
+            return RecordOutcome.FAILED, error.strip()
+        said = _field(answer, _OUTCOME_FIELDS)
+        if isinstance(said, str) and said.lower() in {"created", "updated", "unchanged"}:
+            return RecordOutcome(said.lower()), None
+    return RecordOutcome.ACCEPTED, None
+
+
+def _message(exc: D365Error) -> str:
+    """D365's own text (the X++ error) rather than the generic envelope message."""
+    if isinstance(exc, D365HTTPError):
+        return f"HTTP {exc.status_code}: {exc.inner_message or exc.message}"
+    return str(exc)
+
+
+def _note(answer: Any) -> str | None:
+    if answer is None:
+        return None
+    text = json.dumps(answer, default=str, ensure_ascii=False)
+    return text if len(text) <= _NOTE_LIMIT else text[: _NOTE_LIMIT - 3] + "..."
+
+
+class _Caller:
+    def __init__(self, client: CustomServiceClient, target: ServiceTarget, legal_entity: str) -> None:
+        self.client, self.target, self.legal_entity = client, target, legal_entity
+
+    def payload(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        target = self.target
+        if target.parameter_map is not None:
+            body = {param: values[name] for name, param in target.parameter_map if name in values}
+        else:
+            body = {target.record_parameter: dict(values)}
+        if target.legal_entity_parameter and self.legal_entity:
+            body[target.legal_entity_parameter] = self.legal_entity
+        return body
+
+    def invoke(self, body: Mapping[str, Any]) -> Any:
+        t = self.target
+        return self.client.call(t.service_group, t.service, t.operation, body)
+
+
+def _key(record: SourceRecord, key_fields: tuple[str, ...]) -> dict[str, Any]:
+    return {name: record.values.get(name) for name in key_fields}
+
+
+def call_service(
+    client: CustomServiceClient,
+    target: ServiceTarget,
+    records: list[SourceRecord],
+    *,
+    legal_entity: str = "",
+    key_fields: tuple[str, ...] = (),
+) -> PopulateResult:
+    """Call the operation for ``records`` as ``target`` says; one result per record."""
+    caller = _Caller(client, target, legal_entity)
+    result = PopulateResult(target.name, target.call, stats={"calls": 0})
+    if target.call == "whole_file":
+        body: dict[str, Any] = {target.records_parameter: [dict(r.values) for r in records]}
+        if target.legal_entity_parameter and legal_entity:
+            body[target.legal_entity_parameter] = legal_entity
+        result.stats["calls"] = 1
+        try:
+            answer = caller.invoke(body)
+        except D365Error as exc:
+            result.records = [
+                RecordResult(r.number, _key(r, key_fields), RecordOutcome.FAILED, _message(exc), r.line)
+                for r in records
+            ]
+            return result
+        per_record = isinstance(answer, list) and len(answer) == len(records)
+        for index, record in enumerate(records):
+            own = answer[index] if per_record else answer
+            outcome, error = _verdict(own)
+            note = _note(own) if per_record else (_note(answer) if index == 0 else None)
+            result.records.append(
+                RecordResult(record.number, _key(record, key_fields), outcome, error, record.line, note)
+            )
+        return result
+    for record in records:
+        result.stats["calls"] += 1
+        try:
+            answer = caller.invoke(caller.payload(record.values))
+        except D365Error as exc:
+            result.records.append(
+                RecordResult(
+                    record.number, _key(record, key_fields), RecordOutcome.FAILED, _message(exc), record.line
+                )
+            )
+            continue
+        outcome, error = _verdict(answer)
+        result.records.append(
+            RecordResult(record.number, _key(record, key_fields), outcome, error, record.line, _note(answer))
+        )
+    return result

@@ -1,0 +1,234 @@
+"""The pure parts of populate: $metadata parsing (of the emulator's real document), value conversion, record
+readers, route and HTTP target settings, and routing of record files."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+
+from emulator.odata.actions import ActionRegistry
+from emulator.odata.catalog import build_catalog
+from emulator.odata.metadata import build_metadata
+from shared.pipelines.imports.routing import InputKind, RoutingError, resolve
+from shared.pipelines.imports.settings import ImportSettings
+from shared.populate.convert import OMIT, ConversionError, same_value, to_wire
+from shared.populate.metadata import EntityModel, PropertyModel, parse_metadata
+from shared.populate.records import InputError, RecordFormat, RecordLimitExceeded, read_records
+from shared.populate.settings import PopulateSettings
+from shared.settings_reader import ConfigurationError, SettingsReader
+
+
+@pytest.fixture(scope="module")
+def models() -> dict[str, EntityModel]:
+    document = build_metadata(build_catalog(), ActionRegistry())
+    return parse_metadata(io.BytesIO(document), ["CustomersV3", "LegalEntities"])
+
+
+def test_metadata_gives_keys_types_and_enum_members(models: dict[str, EntityModel]) -> None:
+    assert set(models) == {"CustomersV3", "LegalEntities"}
+    customers = models["CustomersV3"]
+    assert (customers.type_name, customers.keys) == ("CustomerV3", ("dataAreaId", "CustomerAccount"))
+    assert customers.company_specific
+    assert not models["LegalEntities"].company_specific
+    account = customers.field("CustomerAccount")
+    assert account is not None
+    assert (account.edm_type, account.nullable, account.max_length) == ("Edm.String", False, 20)
+    on_hold = customers.field("OnHoldStatus")
+    assert on_hold is not None
+    assert on_hold.enum_members is not None
+    assert on_hold.enum_members[:3] == (("No", 0), ("Invoice", 1), ("All", 2))
+
+
+def prop(edm: str, **kwargs: Any) -> PropertyModel:
+    return PropertyModel("F", edm, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("edm", "value", "expected"),
+    [
+        ("Edm.Int32", "42", 42),
+        ("Edm.Int64", 7.0, 7),
+        ("Edm.Decimal", "1500.50", 1500.5),
+        ("Edm.Decimal", "12", 12),
+        ("Edm.Boolean", "Yes", True),
+        ("Edm.Boolean", "0", False),
+        ("Edm.Date", "2024-05-01", "2024-05-01"),
+        ("Edm.Date", "2024-05-01T00:00:00Z", "2024-05-01"),
+        ("Edm.DateTimeOffset", "2024-05-01T10:30:00+02:00", "2024-05-01T08:30:00Z"),
+        ("Edm.DateTimeOffset", "2024-05-01", "2024-05-01T00:00:00Z"),
+        ("Edm.DateTimeOffset", "2024-05-01 10:30", "2024-05-01T10:30:00Z"),
+        ("Edm.String", 12, "12"),
+    ],
+)
+def test_values_convert_to_the_wire_form(edm: str, value: Any, expected: Any) -> None:
+    assert to_wire(prop(edm), value, from_text=isinstance(value, str)) == expected
+
+
+@pytest.mark.parametrize(
+    ("edm", "value", "message"),
+    [
+        ("Edm.Int32", "4.5", "whole number"),
+        ("Edm.Int32", str(2**31), "whole number"),
+        ("Edm.Decimal", "1,5", "decimal separator"),
+        ("Edm.Decimal", True, "a number"),
+        ("Edm.Boolean", "maybe", "true or false"),
+        ("Edm.Date", "01/05/2024", "YYYY-MM-DD"),
+        ("Edm.DateTimeOffset", "yesterday", "ISO 8601"),
+        ("Edm.Guid", "nope", "GUID"),
+    ],
+)
+def test_values_that_do_not_fit_say_which_field_and_why(edm: str, value: Any, message: str) -> None:
+    with pytest.raises(ConversionError, match=message) as caught:
+        to_wire(prop(edm), value, from_text=isinstance(value, str))
+    assert "field 'F'" in str(caught.value)
+
+
+def test_enums_strings_and_empty_cells() -> None:
+    enum = prop("X.NoYes", enum_members=(("No", 0), ("Yes", 1)))
+    assert to_wire(enum, "yes", from_text=True) == "Yes"
+    assert to_wire(enum, 1, from_text=False) == "Yes"
+    with pytest.raises(ConversionError, match=r"enum NoYes \(No, Yes\)"):
+        to_wire(enum, "Maybe", from_text=True)
+    assert to_wire(prop("Edm.Decimal"), "", from_text=True) is OMIT
+    assert to_wire(prop("Edm.String"), "", from_text=True) == ""
+    with pytest.raises(ConversionError, match="at most 3 fit"):
+        to_wire(prop("Edm.String", max_length=3), "abcd", from_text=True)
+    with pytest.raises(ConversionError, match="cannot be empty"):
+        to_wire(prop("Edm.String", nullable=False), None, from_text=False)
+
+
+def test_same_value_compares_like_d365_stores() -> None:
+    assert same_value(prop("Edm.Decimal"), 1500.5, 1500.5)
+    assert same_value(prop("Edm.Decimal"), 12.0, 12)
+    assert same_value(prop("Edm.DateTimeOffset"), "2024-05-01T08:30:00+00:00", "2024-05-01T08:30:00Z")
+    assert same_value(prop("X.E", enum_members=(("A", 0),)), "a", "A")
+    assert not same_value(prop("Edm.String"), "abc", "ABC")
+    assert same_value(prop("Edm.String"), None, "")
+
+
+def test_csv_json_and_ndjson_records() -> None:
+    csv_data = '\ufeffId,Name,Skip\r\nA,Ann,x\r\n\r\nB,"Bo, Jr",y\r\n'.encode()
+    mapped = RecordFormat(field_map={"Id": "CustomerAccount", "Name": "OrganizationName"})
+    records = read_records(csv_data, "f.csv", mapped, limit=10)
+    assert [(r.number, r.line, r.values) for r in records] == [
+        (1, 2, {"CustomerAccount": "A", "OrganizationName": "Ann"}),
+        (2, 4, {"CustomerAccount": "B", "OrganizationName": "Bo, Jr"}),
+    ]
+    headerless = read_records(
+        b"A;1\nB;2\n", "f.txt", RecordFormat(columns=("K", "V"), delimiter=";"), limit=5
+    )
+    assert [r.values for r in headerless] == [{"K": "A", "V": "1"}, {"K": "B", "V": "2"}]
+    utf16 = "K\nÄ\n".encode("utf-16")
+    assert read_records(utf16, "f.csv", RecordFormat(), limit=5)[0].values == {"K": "Ä"}
+    as_json = read_records(json.dumps({"records": [{"K": 1}]}).encode(), "f.json", RecordFormat(), limit=5)
+    assert (as_json[0].values, as_json[0].from_text) == ({"K": 1}, False)
+    ndjson = read_records(b'{"K": 1}\n\n{"K": 2}\n', "f.jsonl", RecordFormat(), limit=5)
+    assert [r.line for r in ndjson] == [1, 3]
+
+
+@pytest.mark.parametrize(
+    ("data", "name", "message"),
+    [
+        (b"K,K\n1,2\n", "f.csv", "twice"),
+        (b"K\n1,2\n", "f.csv", "line 2: 2 cells"),
+        (b"[1]", "f.json", "record 1 is not a JSON object"),
+        (b'{"K": 1}\n{oops\n', "f.ndjson", "line 2 is not valid JSON"),
+        (b"\xff\xfe\xfa", "f.csv", "not UTF-8"),
+        (b"a", "f.xml", "records are read from"),
+    ],
+)
+def test_unreadable_input_says_where(data: bytes, name: str, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        read_records(data, name, RecordFormat(), limit=5)
+
+
+def test_the_record_limit_stops_reading() -> None:
+    with pytest.raises(RecordLimitExceeded):
+        read_records(b"K\n1\n2\n3\n", "f.csv", RecordFormat(), limit=2)
+
+
+def settings(routes: Any) -> ImportSettings:
+    reader = SettingsReader({"IMPORT_ROUTES": json.dumps(routes)})
+    found = ImportSettings.from_reader(reader)
+    reader.raise_for_problems()
+    return found
+
+
+def test_odata_and_service_routes_read_their_fields() -> None:
+    odata, service = settings(
+        [
+            {"name": "c", "target": "odata", "entity_set": "CustomersV3", "mode": "create",
+             "changeset": "record", "all_or_nothing": True, "max_records": 10,
+             "field_map": {"Id": "CustomerAccount"}, "legal_entity": "USMF"},
+            {"name": "s", "target": "service", "service_group": "G", "service": "S", "operation": "o",
+             "call": "whole_file", "records_parameter": "_records", "key_fields": ["Id"]},
+        ]
+    ).routes  # fmt: skip
+    assert odata.populate is not None
+    assert odata.populate.entity is not None
+    assert (odata.populate.entity.mode, odata.populate.entity.group_size) == ("create", 1)
+    assert odata.populate.records.field_map == {"Id": "CustomerAccount"}
+    assert odata.on_redrop == "reimport"  # writing again is safe
+    assert odata.target_key("usmf") == "odata|customersv3|usmf|create"
+    assert service.populate is not None
+    assert service.populate.service is not None
+    assert service.populate.service.name == "G/S/o"
+    assert service.target_key("") == "service|g/s/o|"
+
+
+@pytest.mark.parametrize(
+    ("route", "message"),
+    [
+        ({"entity_set": "Bad Name"}, "'entity_set' must be a name"),
+        ({"entity_set": "X", "mode": "merge"}, "'mode' must be one of create, update, upsert"),
+        ({"entity_set": "X", "max_records": 9999}, "'max_records' must be a whole number from 1 to 5000"),
+        ({"target": "service", "service_group": "G", "service": "S", "operation": "o"},
+         "call 'per_record' needs 'record_parameter'"),
+        ({"target": "service", "service_group": "G", "service": "S", "operation": "o", "call": "whole_file"},
+         "call 'whole_file' needs 'records_parameter'"),
+    ],
+)  # fmt: skip
+def test_route_problems_say_which_field(route: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        settings([{"name": "c", "target": "odata", **route}])
+    assert f"IMPORT_ROUTES[0]: {message}" in "\n".join(caught.value.problems)
+
+
+def test_record_files_route_to_populate_routes_only() -> None:
+    routes = settings(
+        [{"name": "c", "target": "odata", "entity_set": "CustomersV3", "legal_entity": "usmf"}]
+    ).routes
+    match = resolve(routes, "c/batch.ndjson")
+    assert (match.kind, match.legal_entity) == (InputKind.RECORDS, "usmf")
+    with pytest.raises(RoutingError, match="writes records from"):
+        resolve(routes, "c/package.zip")
+
+
+def test_http_targets_are_an_allow_list() -> None:
+    reader = SettingsReader(
+        {
+            "POPULATE_HTTP_TARGETS": json.dumps(
+                [{"name": "customers", "entity_set": "CustomersV3", "legal_entity": "usmf"},
+                 {"name": "Customers", "entity_set": "X", "extra": 1}]
+            ),
+            "POPULATE_HTTP_MAX_RECORDS": "50",
+        }
+    )  # fmt: skip
+    found = PopulateSettings.from_reader(reader)
+    assert found.http_target("CUSTOMERS") is not None
+    assert found.http_target("vendors") is None
+    assert found.http_targets[0].entity.max_records == 50
+    assert reader.problems == [
+        "POPULATE_HTTP_TARGETS[1]: unknown key(s) extra; known: " + ", ".join(sorted(
+            ["all_or_nothing", "changeset", "changeset_size", "entity_set", "legal_entity",
+             "legal_entity_from_request", "max_records", "mode", "name"]))
+    ]  # fmt: skip
+
+
+def test_populate_keys_on_a_package_route_are_refused() -> None:
+    route = {"name": "p", "target": "package", "definition_group": "G", "entity": "E", "mode": "upsert"}
+    with pytest.raises(ConfigurationError, match="mode: only for targets 'odata' and 'service'"):
+        settings([route])
