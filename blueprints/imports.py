@@ -12,14 +12,14 @@ programming model and a synchronous function; no app setting is needed. The work
 the ``AzureWebJobsStorage`` connection: a connection string, ``__accountName``/``__blobServiceUri``
 (system-assigned identity) or those with ``__credential``/``__clientId`` (user-assigned identity).
 
-The trigger uses the default polling source so the local runner serves it (the runner passes a client for
-SDK-type parameters too); production should switch to ``source=func.BlobSource.EVENT_GRID`` (lower
-latency, scale, Flex Consumption; needs an Event Grid subscription on the storage account, see
-local-stack.md). Either way the pipeline is idempotent, and the monitor's sweep picks up any file a
-trigger missed.
+The trigger's source is ``IMPORT_BLOB_SOURCE``, read when the app loads: ``LogsAndContainerScan`` (the
+polling source, the default; the local runner serves both) or ``EventGrid`` (lower latency, scale, and the
+only source on Flex Consumption; needs an Event Grid subscription on the storage account,
+docs/deployment.md step 6). Either way the pipeline is idempotent, and the monitor's sweep picks up any file
+a trigger missed.
 
 Settings the host reads: ``AzureWebJobsStorage`` (the connection), ``IMPORT_INBOUND_CONTAINER`` (the watched
-container) and ``IMPORT_MONITOR_SCHEDULE`` (NCRONTAB, e.g. ``0 */2 * * * *``).
+container), ``IMPORT_BLOB_SOURCE`` and ``IMPORT_MONITOR_SCHEDULE`` (NCRONTAB, e.g. ``0 */2 * * * *``).
 """
 
 from __future__ import annotations
@@ -32,13 +32,19 @@ import azurefunctions.extensions.bindings.blob as blob_sdk  # type: ignore[impor
 
 from shared.context import get_context
 from shared.pipelines.imports import import_blob, monitor_imports
+from shared.trigger_source import blob_trigger_source
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves __init__ untyped
 log = logging.getLogger(__name__)
 
 
 @bp.function_name("import_inbound_file")
-@bp.blob_trigger(arg_name="blob", path="%IMPORT_INBOUND_CONTAINER%/{name}", connection="AzureWebJobsStorage")
+@bp.blob_trigger(
+    arg_name="blob",
+    path="%IMPORT_INBOUND_CONTAINER%/{name}",
+    connection="AzureWebJobsStorage",
+    source=func.BlobSource(blob_trigger_source("IMPORT_BLOB_SOURCE")),
+)
 def import_inbound_file(blob: blob_sdk.BlobClient) -> None:
     """Import the dropped file (the binding is a client for it; its bytes are not read here)."""
     container, name = str(blob.container_name), str(blob.blob_name)

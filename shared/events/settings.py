@@ -43,6 +43,7 @@ from typing import Self
 
 from shared.events.handler_config import BUILTIN_OPTIONS, HandlerSpec, parse_handler_config
 from shared.settings_reader import Secret, SettingsReader
+from shared.trigger_source import blob_trigger_source
 
 __all__ = [
     "DEFAULT_CONTENT_TYPES",
@@ -66,8 +67,7 @@ def raw_container_name(env: Mapping[str, str] | None = None) -> str:
 
 def blob_source_name(env: Mapping[str, str] | None = None) -> str:
     """``EventGrid`` or ``LogsAndContainerScan`` (the default) for the processing trigger."""
-    value = (os.environ if env is None else env).get("BUSINESS_EVENTS_BLOB_SOURCE", "").strip()
-    return "EventGrid" if value.lower() == "eventgrid" else "LogsAndContainerScan"
+    return blob_trigger_source("BUSINESS_EVENTS_BLOB_SOURCE", env)
 
 
 def _list(reader: SettingsReader, name: str) -> tuple[str, ...]:

@@ -27,6 +27,7 @@ HOST_SETTINGS = {
     "EXPORT_DEQUEUE_SCHEDULE",
     "DMF_EXPORT_SCHEDULE",
     "BUSINESS_EVENTS_BLOB_SOURCE",  # read when the blueprint is indexed (the trigger's source)
+    "IMPORT_BLOB_SOURCE",
     "IDENTITY_ENDPOINT",  # set by the platform; read by azure-identity
     "IDENTITY_HEADER",
 }
