@@ -320,7 +320,7 @@ def render_page(overview: Overview, links: PageLinks) -> str:
         names = ", ".join(f"<code>{_e(j.job_id)}</code>" for j in stuck)
         body.append(
             f'<div class="box problems"><b>{len(stuck)} stuck job(s)</b>: {names} — D365 has not finished '
-            "them within IMPORT_STUCK_AFTER_MINUTES; see the runbook in docs/operations.md.</div>"
+            "them within IMPORT_STUCK_AFTER_MINUTES; see 'A stuck import' in docs/runbook.md.</div>"
         )
     failures = "".join(_failure(f, links) for f in overview.failures) or (
         f'<p class="empty">No failure in the last {_e(window)}.</p>'
