@@ -15,15 +15,19 @@ from shared.pipelines.imports import layout
 from shared.pipelines.imports.settings import ImportSettings
 from shared.status import STATUS_SUFFIX, Outcome
 
-__all__ = ["import_flow"]
+__all__ = ["final_record", "import_flow", "progress"]
 
 MONITOR = "import_monitor"
 MONITOR_EVERY = 3.0  # seconds between manual monitor runs while a flow waits
 
 
-def _final(stack: Stack, settings: ImportSettings, item: DemoFile) -> tuple[str, str, dict[str, Any]] | None:
-    """(container, blob, status record) once the input rests in archive or errors with a final record."""
-    stack.nudge(MONITOR, MONITOR_EVERY)
+def final_record(
+    stack: Stack, settings: ImportSettings, item: DemoFile, *, monitor: bool = True
+) -> tuple[str, str, dict[str, Any]] | None:
+    """(container, blob, status record) once the input rests in archive or errors with a final record;
+    ``monitor``: run the import monitor now and then (DMF routes; record-by-record routes finish without)."""
+    if monitor:
+        stack.nudge(MONITOR, MONITOR_EVERY)
     suffix = f"/{item.file_name}{STATUS_SUFFIX}"
     for container in (settings.archive_container, settings.errors_container):
         for day in stack.days():
@@ -37,7 +41,7 @@ def _final(stack: Stack, settings: ImportSettings, item: DemoFile) -> tuple[str,
     return None
 
 
-def _progress(stack: Stack, settings: ImportSettings, item: DemoFile) -> str:
+def progress(stack: Stack, settings: ImportSettings, item: DemoFile) -> str:
     """Where a file that did not finish in time stands, for the FAIL line."""
     job = layout.job_id(item.route.name, hashlib.sha256(item.data).hexdigest())
     record = stack.read_json(settings.state_container, layout.job_name(job))
@@ -68,12 +72,12 @@ def import_flow(stack: Stack, title: str, item: DemoFile, *, expect: Outcome, ti
     try:
         container, stored, record = eventually(
             stack,
-            lambda: _final(stack, settings, item),
+            lambda: final_record(stack, settings, item),
             timeout=timeout,
             what=f"{dropped} archived or failed",
         )
     except FlowFailed as exc:
-        raise FlowFailed(f"{exc}; {_progress(stack, settings, item)}") from None
+        raise FlowFailed(f"{exc}; {progress(stack, settings, item)}") from None
     d365 = record.get("d365", {})
     execution = record.get("correlation", {}).get("execution_id") or d365.get("execution_id")
     where = [f"{container}/{stored}  (+ {STATUS_SUFFIX})"]

@@ -25,6 +25,7 @@ from demo.inputs import (
     package_file,
     pick_route,
 )
+from demo.populate import http_populate_flow, realtime_file_flow
 from demo.registration import register_event_endpoint, register_jobs, stop_duplicates
 from demo.report import DemoReport, FlowResult
 from demo.target import DemoTarget, FlowFailed, Stack
@@ -39,6 +40,8 @@ FLOWS = {
     "csv": "raw CSV import",
     "package": "package import",
     "errors": "import with row errors",
+    "realtime": "real-time file populate",
+    "http": "HTTP populate",
     "events": "business events",
     "dequeue": "export dequeue",
     "dmf": "DMF export",
@@ -151,6 +154,8 @@ def _run_flows(
 
     work: dict[str, Callable[[], FlowResult]] = {key: partial(one_import, key) for key in IMPORT_FLOWS}
     work.update(events=events, dequeue=lambda: dequeue_flow(stack, timeout=timeout))
+    work["realtime"] = lambda: realtime_file_flow(stack, stamp, timeout=timeout)
+    work["http"] = lambda: http_populate_flow(stack, stamp, timeout=timeout)
     work["dmf"] = lambda: dmf_export_flow(stack, timeout=timeout)
     results: dict[str, FlowResult] = {}
     began = time.monotonic()

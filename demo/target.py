@@ -16,6 +16,8 @@ import requests
 from azure.core.exceptions import ResourceNotFoundError
 
 from runner import StartedInfo
+from shared.context import AppContext
+from shared.d365.odata import ODataClient
 from shared.settings import Settings
 from shared.storage import BlobStore
 
@@ -45,6 +47,7 @@ class Stack:
     stop: threading.Event = field(default_factory=threading.Event)
     _nudged: dict[str, float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _d365: AppContext | None = None
 
     def __post_init__(self) -> None:
         self.settings = Settings.from_env(self.target.values)
@@ -53,6 +56,18 @@ class Stack:
 
     def close(self) -> None:
         self.store.service.close()
+        if self._d365 is not None:
+            self._d365.close()
+
+    # -- D365 through OData, as an operator reads it (``python -m ops`` uses the same app context)
+
+    @property
+    def odata(self) -> ODataClient:
+        """The app's own OData client on the app's identity, made on first use and shared by the flows."""
+        with self._lock:
+            if self._d365 is None:
+                self._d365 = AppContext.from_settings(self.settings)
+            return self._d365.odata
 
     # -- the emulator's admin API
 
