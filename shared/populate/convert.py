@@ -23,7 +23,7 @@ from typing import Any
 
 from shared.populate.metadata import PropertyModel
 
-__all__ = ["OMIT", "ConversionError", "same_value", "to_wire"]
+__all__ = ["OMIT", "ConversionError", "date_text", "same_value", "to_wire", "utc_text"]
 
 OMIT = object()  # the value leaves the field out of the write
 _INT_RANGES = {"Edm.Int16": 2**15, "Edm.Int32": 2**31, "Edm.Int64": 2**63, "Edm.Byte": 256}
@@ -139,34 +139,46 @@ def _boolean(prop: PropertyModel, value: Any) -> bool:
     raise _fail(prop, value, "true or false")
 
 
-def _date(prop: PropertyModel, value: Any) -> str:
+def date_text(value: Any) -> str:
+    """``YYYY-MM-DD`` (a date-time gives its date); ValueError when ``value`` is not one."""
     text = str(value).strip() if isinstance(value, str) else None
     if text and len(text) > 10 and text[10] in "T ":
         text = text[:10]  # a date-time for a date field: its date
     if text is None or not _DATE.match(text):
-        raise _fail(prop, value, "a date (YYYY-MM-DD)")
-    try:
-        date.fromisoformat(text)
-    except ValueError:
-        raise _fail(prop, value, "a date (YYYY-MM-DD)") from None
+        raise ValueError(value)
+    date.fromisoformat(text)
     return text
 
 
-def _datetime(prop: PropertyModel, value: Any) -> str:
+def utc_text(value: Any) -> str:
+    """ISO 8601 (no offset = UTC) as ``YYYY-MM-DDTHH:MM:SSZ``; ValueError when ``value`` is not one."""
     if not isinstance(value, str) or not value.strip():
-        raise _fail(prop, value, "a date-time (ISO 8601)")
+        raise ValueError(value)
     text = value.strip()
-    try:
-        parsed = (
-            datetime.fromisoformat(text + "T00:00:00")
-            if _DATE.match(text)
-            else datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-        )
-    except ValueError:
-        raise _fail(prop, value, "a date-time (ISO 8601, e.g. 2024-05-01T08:30:00Z)") from None
+    parsed = (
+        datetime.fromisoformat(text + "T00:00:00")
+        if _DATE.match(text)
+        else datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    )
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _date(prop: PropertyModel, value: Any) -> str:
+    try:
+        return date_text(value)
+    except ValueError:
+        raise _fail(prop, value, "a date (YYYY-MM-DD)") from None
+
+
+def _datetime(prop: PropertyModel, value: Any) -> str:
+    try:
+        return utc_text(value)
+    except ValueError:
+        if not isinstance(value, str) or not value.strip():
+            raise _fail(prop, value, "a date-time (ISO 8601)") from None
+        raise _fail(prop, value, "a date-time (ISO 8601, e.g. 2024-05-01T08:30:00Z)") from None
 
 
 def same_value(prop: PropertyModel, current: Any, wanted: Any) -> bool:

@@ -9,7 +9,14 @@ the input moved to ``archive`` (every record written) or ``errors`` (partial or 
 Re-running after a crash is safe for OData targets: every record is read by key before it is written, so a
 record an earlier attempt created is found (``unchanged``), never created twice. A custom service operation
 cannot be asked what it did, so a service route that stopped mid-way is not called again: its file ends in
-``errors`` as ``needs_operator_check`` (the same rule as an interrupted recurring-integration enqueue).
+``errors`` as ``needs_operator_check`` with the ledger entry ``uncertain`` (the same rule as an interrupted
+recurring-integration enqueue); ``python -m ops resubmit`` sends it again, once.
+
+Finishing is status record → ledger state → move of the input, so a crash between two steps is completed by
+the next trigger: before the ledger state, the run is recovered as above (a service run whose record was
+written is finished from it: ``_recorded_before``); after it, the trigger finds the entry finished and
+completes the move beside the record already written (``_leftover``). The ledger is never left ``sending``
+for an input that has already moved on (a re-drop of the same content would be deferred for ever).
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from shared.populate.metadata import EntityModel, UnknownEntitySet
 from shared.populate.records import InputError, RecordLimitExceeded, read_records
 from shared.populate.results import PopulateResult
 from shared.populate.run import entity_model, write_route
-from shared.status import Outcome
+from shared.status import Outcome, status_name
 
 __all__ = ["DEFAULT_MAX_FILE_BYTES", "DropResult", "populate_drop"]
 
@@ -91,8 +98,10 @@ class _Drop:
         job: str | None = None,
         sha256: str | None = None,
         details: dict[str, Any] | None = None,
+        ledger: tuple[str, LedgerState, dict[str, Any]] | None = None,
     ) -> DropResult:
-        """Status record, then the input moved beside it (outcome.py's order: nothing is lost)."""
+        """Status record, then the ledger entry's final state (``ledger``: name, state, fields), then the
+        input moved beside its record (see the module docstring for why in this order)."""
         target = self.outcomes.final_location(
             outcome, self.match.route.name, self.when, folder, self.match.file_name
         )
@@ -102,10 +111,15 @@ class _Drop:
             message,
             self.correlation(job, sha256),
             reason_code=reason_code,
+            stored_as=str(target),
             **(details or {}),
         )
-        source = Location(self.drop.container, self.drop.name)
-        self.outcomes.finish(source, target, record, lease=self.lease)
+        self.outcomes.write_record(target, record)
+        if ledger is not None:
+            name, state, fields = ledger
+            self.ledger.set_state(name, state, stored_as=str(target), **fields)
+        self.outcomes.move(Location(self.drop.container, self.drop.name), target, lease=self.lease)
+        log.info("populate %s: %s -> %s (%s)", job or "-", self.subject, target, outcome)
         kind = {Outcome.REJECTED: "rejected", Outcome.DUPLICATE: "duplicate"}.get(outcome, str(outcome))
         return DropResult(
             kind,
@@ -216,53 +230,110 @@ def populate_drop(
         )
     if claim.decision is Decision.FINISHED:
         return _leftover(job, claim.entry, sha256)
-    if claim.decision in (Decision.RECOVER, Decision.RESUME) and populate.service is not None:
-        message = (
-            "the app stopped while calling the custom service for this file, so some records may have been "
-            "processed; a custom service cannot be asked which, so the file is not sent again automatically. "
-            "Check in D365, then re-drop the records that are missing"
+    recovered = claim.decision in (Decision.RECOVER, Decision.RESUME)
+    if recovered and populate.service is not None:
+        return _recorded_before(job, claim.name, job_id) or _needs_operator_check(
+            job, claim.name, job_id, sha256
         )
-        result = job.finish(
-            Outcome.FAILED, message, "needs_operator_check", folder=job_id, job=job_id, sha256=sha256
-        )
-        ledger.set_state(
-            claim.name, LedgerState.UNCERTAIN, note=message, stored_as=result.fields["stored_as"]
-        )
-        return result
-    if claim.decision is Decision.RECOVER:
+    if recovered:
         log.warning(
             "POPULATE_RECOVERED %s: writing again after an interrupted run (reads by key first)", subject
         )
     written = write_route(
         context, populate, records, legal_entity=match.legal_entity, model=model, sleep=sleep
     )
-    return _finished(job, claim.name, job_id, sha256, written)
+    return _finished(job, claim.name, job_id, sha256, written, recovered=recovered)
 
 
-def _finished(job: _Drop, ledger_name: str, job_id: str, sha256: str, written: PopulateResult) -> DropResult:
+def _recorded_before(job: _Drop, ledger_name: str, job_id: str) -> DropResult | None:
+    """A service run that stopped after writing its status record (today's, for this drop) and before the
+    ledger state: finished from that record instead of asking an operator about calls it accounts for."""
+    route, file_name = job.match.route.name, job.match.file_name
+    for outcome in (Outcome.SUCCEEDED, Outcome.FAILED):  # the archive, then the errors container
+        where = job.outcomes.final_location(outcome, route, job.when, job_id, file_name)
+        found = job.context.store.read_json(where.container, status_name(where.name))
+        record = found.value if found is not None and isinstance(found.value, dict) else {}
+        if (record.get("correlation") or {}).get("drop_id") != job.drop.drop_id:
+            continue
+        reason = str((record.get("details") or {}).get("reason_code") or "")
+        state = {"written": LedgerState.SUCCEEDED, "needs_operator_check": LedgerState.UNCERTAIN}
+        job.ledger.set_state(ledger_name, state.get(reason, LedgerState.FAILED), stored_as=str(where))
+        job.outcomes.move(Location(job.drop.container, job.drop.name), where, lease=job.lease)
+        message = f"{record.get('message')} (recorded before the app stopped; the move to {where} completed)"
+        fields = {"job_id": job_id, "stored_as": str(where), "reason_code": reason or None}
+        return DropResult(str(record.get("outcome")), message, fields)
+    return None
+
+
+def _needs_operator_check(job: _Drop, ledger_name: str, job_id: str, sha256: str) -> DropResult:
+    """An interrupted service route: not called again; the operator checks D365 and re-submits."""
+    stored = job.outcomes.final_location(
+        Outcome.FAILED, job.match.route.name, job.when, job_id, job.match.file_name
+    )
+    message = (
+        "the app stopped while calling the custom service for this file, so some of its records may have "
+        "been processed; a custom service cannot be asked which, so the file is not sent again "
+        "automatically. Check in D365 which records arrived; to send the whole file again (every record) "
+        f"run: python -m ops resubmit {status_name(str(stored))} (a file dropped again with the same "
+        "content may be skipped as a duplicate); to send only the missing records, drop a file holding "
+        "just those"
+    )
+    return job.finish(
+        Outcome.FAILED,
+        message,
+        "needs_operator_check",
+        folder=job_id,
+        job=job_id,
+        sha256=sha256,
+        ledger=(ledger_name, LedgerState.UNCERTAIN, {"note": message}),
+    )
+
+
+def _finished(
+    job: _Drop, ledger_name: str, job_id: str, sha256: str, written: PopulateResult, *, recovered: bool
+) -> DropResult:
     outcome = written.outcome
     reasons = {Outcome.SUCCEEDED: "written", Outcome.PARTIALLY_SUCCEEDED: "partially_written"}
     reason = reasons.get(outcome, "not_written")
-    details = {"populate": written.to_dict()}
-    result = job.finish(
-        outcome, written.message(), reason, folder=job_id, job=job_id, sha256=sha256, details=details
-    )
+    details: dict[str, Any] = {"populate": written.to_dict()}
+    if recovered:
+        # what the interrupted attempt wrote is read back by key: it shows as "unchanged" here
+        details["recovered"] = (
+            "written again after an interrupted attempt: records that attempt wrote show as 'unchanged'"
+        )
     state = LedgerState.SUCCEEDED if outcome is Outcome.SUCCEEDED else LedgerState.FAILED
-    job.ledger.set_state(ledger_name, state, stored_as=result.fields["stored_as"], counts=written.counts)
-    return result
+    return job.finish(
+        outcome,
+        written.message(),
+        reason,
+        folder=job_id,
+        job=job_id,
+        sha256=sha256,
+        details=details,
+        ledger=(ledger_name, state, {"counts": written.counts}),
+    )
 
 
 def _leftover(job: _Drop, entry: dict[str, Any], sha256: str) -> DropResult:
-    """This very drop was finished before; what is still in inbound is a copy a cut move left behind."""
+    """This very drop was finished before: what is still in inbound is a copy a cut move left behind, or
+    the input of a run that stopped after recording its outcome and before moving it (moved now)."""
     stored = str(entry.get("stored_as") or "")
     container, _, name = stored.partition("/")
+    fields = {"job_id": entry.get("job_id"), "sha256": sha256, "stored_as": stored}
     if stored and job.context.store.blob(container, name).exists():
         job.context.store.blob(job.drop.container, job.drop.name).delete_blob(lease=job.lease)
         return DropResult(
-            "gone",
-            f"already written and stored as {stored}; removed the leftover copy",
-            {"job_id": entry.get("job_id"), "stored_as": stored},
+            "gone", f"already written and stored as {stored}; removed the leftover copy", fields
         )
+    record = job.context.store.read_json(container, status_name(name)) if stored else None
+    if record is not None and isinstance(record.value, dict):
+        job.outcomes.move(
+            Location(job.drop.container, job.drop.name), Location(container, name), lease=job.lease
+        )
+        outcome = str(record.value.get("outcome") or entry.get("state"))
+        reason = str((record.value.get("details") or {}).get("reason_code") or "") or None
+        message = f"{record.value.get('message')} (the interrupted move to {stored} was completed)"
+        return DropResult(outcome, message, {**fields, "reason_code": reason})
     return job.finish(
         Outcome.DUPLICATE,
         f"this file was already handled as job {entry.get('job_id')} (state {entry.get('state')})",

@@ -1,5 +1,6 @@
 """Write records to an OData target or a custom service: the one entry both the file route and the HTTP
-function use (metadata from the process-wide cache, then the writer or the service caller)."""
+function use (``$metadata`` or the operation's description from the process-wide caches, then the writer
+or the service caller)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,16 @@ import time
 from collections.abc import Callable
 
 from shared.context import AppContext
-from shared.populate.config import EntityTarget, PopulateRoute
+from shared.populate.config import EntityTarget, PopulateRoute, ServiceTarget
 from shared.populate.metadata import METADATA, EntityModel
 from shared.populate.records import SourceRecord
 from shared.populate.results import PopulateResult
+from shared.populate.service_params import SERVICE_DESCRIPTIONS, ParameterTypes
 from shared.populate.service_route import call_service
 from shared.populate.settings import PopulateSettings
 from shared.populate.writer import EntityWriter
 
-__all__ = ["entity_model", "write_records", "write_route"]
+__all__ = ["entity_model", "parameter_types", "write_records", "write_route"]
 
 
 def entity_model(context: AppContext, entity_set: str) -> EntityModel:
@@ -57,4 +59,11 @@ def write_route(
         records,
         legal_entity=legal_entity,
         key_fields=route.service.key_fields,
+        types=parameter_types(context, route.service),
     )
+
+
+def parameter_types(context: AppContext, target: ServiceTarget) -> ParameterTypes | None:
+    """The operation's parameter types (cached per process like ``$metadata``); None: not described."""
+    SERVICE_DESCRIPTIONS.ttl_seconds = context.settings.section(PopulateSettings).metadata_cache_minutes * 60
+    return SERVICE_DESCRIPTIONS.parameters(context.services, target)

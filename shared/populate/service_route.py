@@ -6,6 +6,11 @@ fails (D365's 500 with the X++ error text) fails that record only. With ``whole_
 per record when it is a list as long as the input (an element with an ``Error``/``Message`` text is a
 failure); any other answer counts for every record.
 
+Values are converted to the operation's parameter types when D365 describes the operation
+(``service_params``): a value that does not fit fails its record before any call, with the field, the
+parameter and the expected type. A data contract (``record_parameter``) or a list (``whole_file``) is sent
+as read: the description names its type, not its members' types.
+
 A custom service operation is not idempotent (ref §6), so calls are never repeated after an unknown outcome:
 the transport retries only what D365 refused before doing any work (429, failures to connect).
 """
@@ -21,6 +26,7 @@ from shared.d365.services import CustomServiceClient
 from shared.populate.config import ServiceTarget
 from shared.populate.records import SourceRecord
 from shared.populate.results import PopulateResult, RecordOutcome, RecordResult
+from shared.populate.service_params import ParameterError, ParameterTypes, to_parameter
 
 __all__ = ["call_service"]
 
@@ -63,18 +69,45 @@ def _note(answer: Any) -> str | None:
 
 
 class _Caller:
-    def __init__(self, client: CustomServiceClient, target: ServiceTarget, legal_entity: str) -> None:
-        self.client, self.target, self.legal_entity = client, target, legal_entity
+    def __init__(
+        self,
+        client: CustomServiceClient,
+        target: ServiceTarget,
+        legal_entity: str,
+        types: ParameterTypes | None,
+    ) -> None:
+        self.client, self.target, self.legal_entity, self.types = client, target, legal_entity, types
 
-    def payload(self, values: Mapping[str, Any]) -> dict[str, Any]:
-        target = self.target
+    def typed(self, parameter: str, value: Any, *, from_text: bool, what: str) -> Any:
+        """``value`` as ``parameter``'s declared type (as read when the operation is not described)."""
+        declared = self.types.of(parameter) if self.types is not None else None
+        if declared is None:
+            return value
+        try:
+            return to_parameter(declared, value, from_text=from_text)
+        except ParameterError as exc:
+            raise ParameterError(f"{what} (parameter {parameter!r}, type {declared}): {exc}") from None
+
+    def payload(self, record: SourceRecord) -> dict[str, Any]:
+        """The call's body for one record; raises ParameterError for a value that does not fit."""
+        target, values = self.target, record.values
         if target.parameter_map is not None:
-            body = {param: values[name] for name, param in target.parameter_map if name in values}
+            body = {
+                param: self.typed(param, values[name], from_text=record.from_text, what=f"field {name!r}")
+                for name, param in target.parameter_map
+                if name in values
+            }
         else:
             body = {target.record_parameter: dict(values)}
-        if target.legal_entity_parameter and self.legal_entity:
-            body[target.legal_entity_parameter] = self.legal_entity
+        self.add_legal_entity(body)
         return body
+
+    def add_legal_entity(self, body: dict[str, Any]) -> None:
+        parameter = self.target.legal_entity_parameter
+        if parameter and self.legal_entity:
+            body[parameter] = self.typed(
+                parameter, self.legal_entity, from_text=True, what="the legal entity"
+            )
 
     def invoke(self, body: Mapping[str, Any]) -> Any:
         t = self.target
@@ -92,14 +125,23 @@ def call_service(
     *,
     legal_entity: str = "",
     key_fields: tuple[str, ...] = (),
+    types: ParameterTypes | None = None,
 ) -> PopulateResult:
-    """Call the operation for ``records`` as ``target`` says; one result per record."""
-    caller = _Caller(client, target, legal_entity)
-    result = PopulateResult(target.name, target.call, stats={"calls": 0})
+    """Call the operation for ``records`` as ``target`` says; one result per record. ``types``: the
+    operation's parameter types (None: not described, values sent as read)."""
+    caller = _Caller(client, target, legal_entity, types)
+    stats = {"calls": 0, "parameters_described": int(types is not None)}
+    result = PopulateResult(target.name, target.call, stats=stats)
     if target.call == "whole_file":
         body: dict[str, Any] = {target.records_parameter: [dict(r.values) for r in records]}
-        if target.legal_entity_parameter and legal_entity:
-            body[target.legal_entity_parameter] = legal_entity
+        try:
+            caller.add_legal_entity(body)
+        except ParameterError as exc:
+            result.records = [
+                RecordResult(r.number, _key(r, key_fields), RecordOutcome.FAILED, str(exc), r.line)
+                for r in records
+            ]
+            return result
         result.stats["calls"] = 1
         try:
             answer = caller.invoke(body)
@@ -119,9 +161,18 @@ def call_service(
             )
         return result
     for record in records:
+        try:
+            body = caller.payload(record)
+        except ParameterError as exc:
+            result.records.append(
+                RecordResult(
+                    record.number, _key(record, key_fields), RecordOutcome.FAILED, str(exc), record.line
+                )
+            )
+            continue
         result.stats["calls"] += 1
         try:
-            answer = caller.invoke(caller.payload(record.values))
+            answer = caller.invoke(body)
         except D365Error as exc:
             result.records.append(
                 RecordResult(

@@ -11,7 +11,8 @@
 
 - ``POPULATE_HTTP_MAX_RECORDS`` (1000, 1-5000): records per request (more: 413).
 - ``POPULATE_HTTP_MAX_BYTES`` (4194304, 1 KiB-64 MiB): request body size (more: 413).
-- ``POPULATE_METADATA_CACHE_MINUTES`` (60, 0-1440): how long an entity's ``$metadata`` model is reused.
+- ``POPULATE_METADATA_CACHE_MINUTES`` (60, 0-1440): how long an entity's ``$metadata`` model (and a custom
+  service operation's description) is reused.
 """
 
 from __future__ import annotations

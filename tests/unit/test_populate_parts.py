@@ -1,10 +1,12 @@
-"""The pure parts of populate: $metadata parsing (of the emulator's real document), value conversion, record
-readers, route and HTTP target settings, and routing of record files."""
+"""The pure parts of populate: $metadata parsing (of the emulator's real document), value conversion (to
+entity types and to custom-service parameter types), record readers, route and HTTP target settings, and
+routing of record files."""
 
 from __future__ import annotations
 
 import io
 import json
+import re
 from typing import Any
 
 import pytest
@@ -17,6 +19,7 @@ from shared.pipelines.imports.settings import ImportSettings
 from shared.populate.convert import OMIT, ConversionError, same_value, to_wire
 from shared.populate.metadata import EntityModel, PropertyModel, parse_metadata
 from shared.populate.records import InputError, RecordFormat, RecordLimitExceeded, read_records
+from shared.populate.service_params import ParameterError, to_parameter
 from shared.populate.settings import PopulateSettings
 from shared.settings_reader import ConfigurationError, SettingsReader
 
@@ -232,3 +235,67 @@ def test_populate_keys_on_a_package_route_are_refused() -> None:
     route = {"name": "p", "target": "package", "definition_group": "G", "entity": "E", "mode": "upsert"}
     with pytest.raises(ConfigurationError, match="mode: only for targets 'odata' and 'service'"):
         settings([route])
+
+
+@pytest.mark.parametrize(
+    ("type_name", "value", "from_text", "wire"),
+    [
+        ("int", " 42 ", True, 42),
+        ("Int32", "-7", True, -7),
+        ("int64", "9007199254740993", True, 9007199254740993),
+        ("int", 3.0, False, 3),
+        ("real", "1500.50", True, 1500.5),
+        ("real", "12", True, 12),
+        ("System.Decimal", 2, False, 2),
+        ("boolean", "Yes", True, True),
+        ("boolean", "0", True, False),
+        ("boolean", False, False, False),
+        ("date", "2024-05-01", True, "2024-05-01"),
+        ("date", "2024-05-01T10:00:00Z", True, "2024-05-01"),
+        ("utcdatetime", "2024-05-01 08:30", True, "2024-05-01T08:30:00Z"),
+        ("UtcDateTime", "2024-05-01T08:30:00+02:00", False, "2024-05-01T06:30:00Z"),
+        ("guid", "6F0B3C41-5D1E-4B7A-9C55-0D365F0E0001", True, "6f0b3c41-5d1e-4b7a-9c55-0d365f0e0001"),
+        ("str", " kept as is ", True, " kept as is "),
+        ("str", "", True, ""),
+        ("str", 12, False, "12"),
+        ("int", "", True, None),  # an empty cell: X++ keeps its default
+        ("int", None, False, None),
+        ("NoYes", "Yes", True, "Yes"),  # an enum: its symbol, as read
+        ("CustAccount", "0042", True, "0042"),  # an EDT the description does not resolve: as read
+        ("EmuContact", '{"ContactId": "c-1"}', True, {"ContactId": "c-1"}),  # a data contract from CSV
+        ("EmuContact", {"ContactId": "c-1", "Priority": "2"}, False, {"ContactId": "c-1", "Priority": "2"}),
+        ("List<str>", '["a", "b"]', True, ["a", "b"]),
+        ("List<EmuContact>", [{"ContactId": "c-1"}], False, [{"ContactId": "c-1"}]),
+        ("anytype", "x", True, "x"),
+    ],
+)
+def test_values_are_converted_to_the_declared_parameter_type(
+    type_name: str, value: Any, from_text: bool, wire: Any
+) -> None:
+    assert to_parameter(type_name, value, from_text=from_text) == wire
+
+
+@pytest.mark.parametrize(
+    ("type_name", "value", "expected"),
+    [
+        ("int", "3.5", "'3.5' is not a whole number (int)"),
+        ("int", "2147483648", "is not a whole number (int)"),
+        ("int", True, "'true' is not a whole number (int)"),
+        ("real", "12,5", "'12,5' is not a number (real; use '.' as the decimal separator)"),
+        ("real", "NaN", "is not a number"),
+        ("boolean", "maybe", "'maybe' is not true or false (boolean)"),
+        ("date", "01/05/2024", "is not a date (date, YYYY-MM-DD)"),
+        ("date", "2024-02-30", "is not a date"),
+        ("utcdatetime", "yesterday", "is not a date-time (utcdatetime, ISO 8601"),
+        ("guid", "not-a-guid", "is not a GUID"),
+        ("str", {"a": 1}, "is not text"),
+        ("List<str>", "a,b", "'a,b' is not a JSON array"),
+        ("List<str>", {"a": 1}, "is not a list (List<str>: give a JSON array)"),
+        ("EmuContact", "{broken", "'{broken' is not a JSON object (a data contract)"),
+    ],
+)
+def test_a_value_that_does_not_fit_its_parameter_says_what_was_expected(
+    type_name: str, value: Any, expected: str
+) -> None:
+    with pytest.raises(ParameterError, match=re.escape(expected)):
+        to_parameter(type_name, value, from_text=isinstance(value, str))

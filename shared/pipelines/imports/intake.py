@@ -43,7 +43,7 @@ from shared.pipelines.imports.send import (
 )
 from shared.pipelines.imports.send import enqueue as send_enqueue
 from shared.pipelines.imports.settings import ImportSettings
-from shared.status import Outcome, StatusRecord, utc_now
+from shared.status import Outcome, StatusRecord, status_name, utc_now
 from shared.storage import LeaseUnavailableError
 
 __all__ = ["ImportReport", "import_blob"]
@@ -260,6 +260,10 @@ class _Intake:
         job = str(entry["job_id"])
         draft = dict(entry.get("job", {}))
         if self.match.route.is_recurring:
+            # send_failed stores the input here; a re-drop would be skipped as a duplicate (on_redrop skip)
+            stored = self.outcomes.final_location(
+                Outcome.FAILED, self.match.route.name, self.when, job, self.match.file_name
+            )
             return self.send_failed(
                 name,
                 Uncertain(
@@ -267,8 +271,8 @@ class _Intake:
                     "the app stopped while enqueueing this file, so it may or may not have reached D365; the "
                     "recurring API cannot be asked by external identifier, so it is not sent again "
                     "automatically. Check the recurring data job's history in D365 for "
-                    f"{layout.external_id(self.match.file_name, str(entry.get('sha256', '')))!r}, then "
-                    "re-drop the file if it is not there",
+                    f"{layout.external_id(self.match.file_name, str(entry.get('sha256', '')))!r}; if it is "
+                    f"not there, send the file again with: python -m ops resubmit {status_name(str(stored))}",
                 ),
                 draft,
             )

@@ -12,6 +12,12 @@ Containers (names are settings)::
               inflight/{job}/{file}            the input while D365 works on it
               locks/import-from-package        lease + metadata: one ImportFromPackage at a time, app-wide
               locks/import-monitor             lease: one monitor run at a time
+              resubmissions/{id}.json          one operator re-submission of a failed input (resubmit.py):
+                                               created If-None-Match, phase requested -> placed
+
+A ledger entry's fields beside ``state``/``job_id``/``generation``: ``resubmission`` (an operator's
+one-shot permit naming the inbound blob the input is put back as), ``resubmission_of`` (the permit the
+current generation used up) and ``resubmissions`` (how many re-submissions took the entry over).
 
 ``{job}`` is ``{route}-{sha256[:16]}`` (``-r{n}`` for the n-th deliberate re-import): the DMF execution id,
 so a retry after a crash re-attaches to the same D365 job instead of starting another one. Files rejected
