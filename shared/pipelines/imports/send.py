@@ -139,7 +139,8 @@ def enqueue(
             "needs_operator_check",
             f"the enqueue may or may not have reached D365 ({_describe(exc)}). It is not sent again "
             f"automatically: check the recurring data job's history in D365 for the external identifier "
-            f"{external_id!r}, then re-drop the file if it is not there",
+            f"{external_id!r}; if it is not there, re-submit the file with `python -m ops resubmit` and the "
+            f"path of this status record",
         ) from exc
 
 
