@@ -7,6 +7,9 @@ PY := $(VENV)/bin/python
 STAMP_PY := $(VENV)/.installed
 STAMP_NODE := node_modules/.installed
 PYTEST_WORKERS ?= 2
+# Options passed on: `make run RUN_ARGS=--no-demo`, `make bench BENCH_ARGS=--smoke` (docs/benchmarks.md).
+RUN_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: run demo test deps lint typecheck unit bench clean help
 
@@ -47,13 +50,13 @@ test: deps lint typecheck chromium
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -q
 
 run: deps
-	$(PY) -m localstack
+	$(PY) -m localstack $(RUN_ARGS)
 
 demo: deps
 	$(PY) -m demo
 
 bench: deps
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules .local .mypy_cache .ruff_cache .pytest_cache

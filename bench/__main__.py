@@ -1,9 +1,10 @@
-"""``python -m bench [name ...] [--rows N] [--quick]``: run the benchmarks and print a results table.
+"""``python -m bench [name ...] [--rows N] [--quick | --smoke]``: run the benchmarks, print a results table.
 
 Every measure is a ratio against a baseline taken in the same run (or against the limit the emulator
 enforces), with PASS/FAIL against its target. Timing is never asserted: a miss is reported loudly but
 the exit code stays 0; only a benchmark that could not run (an exception) exits 1. Results and how to
-read them: docs/benchmarks.md.
+read them: docs/benchmarks.md. ``--smoke`` runs every benchmark at a tiny size: a check that each one still
+runs end to end (the test suite does it), whose figures mean nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from typing import Any
 from bench.common import Result, machine
 
 #: Benchmark name → what it measures. ``bench/<name>.py`` provides
-#: ``run(quick: bool = False, log: Callable[[str], None] = print, ...) -> list[Result]``; it is imported
+#: ``run(quick: bool = False, log: Callable[[str], None] = print, smoke: bool = False, ...) -> list[Result]``
+#: (``smoke``: its tiny sizes); it is imported
 #: only when it runs, so one broken benchmark cannot stop the others.
 BENCHMARKS: dict[str, str] = {
     "odata_extract": "OData extraction: records/s vs plain requests, peak RSS vs row count",
@@ -41,7 +43,9 @@ def _log(text: str) -> None:
 
 def _run(name: str, args: argparse.Namespace) -> list[Result]:
     module = importlib.import_module(f"bench.{name}")
-    options: dict[str, Any] = {"quick": args.quick, "log": _log}
+    options: dict[str, Any] = {"quick": args.quick or args.smoke, "log": _log}
+    if args.smoke:
+        options["smoke"] = True
     if name == "odata_extract":
         options["rows"] = args.rows
     results: list[Result] = module.run(**options)
@@ -70,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("names", nargs="*", metavar="name", help="benchmarks to run (default: all)")
     parser.add_argument("--rows", type=int, default=None, help="rows for odata_extract (default 200,000)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: smaller N, shorter windows")
+    parser.add_argument("--quick", action="store_true", help="smaller N, shorter windows (a few minutes)")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny sizes: checks each benchmark runs; figures mean nothing"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this file")
     parser.add_argument("-v", "--verbose", action="store_true", help="show the client's retry log lines")
     args = parser.parse_args(argv)
@@ -85,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     host = machine()
     started_at = datetime.now(UTC)
     _log(
-        f"bench {'(quick) ' if args.quick else ''}on {host['cpus']} CPUs, {host['implementation']} "
+        f"bench {'(smoke) ' if args.smoke else '(quick) ' if args.quick else ''}on {host['cpus']} CPUs, "
+        f"{host['implementation']} "
         f"{host['python']}, {host['platform']}, {started_at:%Y-%m-%d %H:%M} UTC"
     )
     results: list[Result] = []
@@ -124,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "started": started_at.isoformat(timespec="seconds"),
                     "quick": args.quick,
+                    "smoke": args.smoke,
                     "machine": host,
                     "seconds": round(elapsed, 1),
                     "results": [r.to_json() for r in results],

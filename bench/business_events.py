@@ -42,7 +42,7 @@ from shared.settings import Settings
 
 TARGET = 0.7
 THREADS = 8
-EVENTS, QUICK_EVENTS = 1000, 300
+EVENTS, QUICK_EVENTS, SMOKE_EVENTS = 1000, 300, 50  # smoke (--smoke): it runs, figures mean nothing
 ROUNDS, QUICK_ROUNDS = 7, 3
 HEADERS = {"Content-Type": "application/json", "Content-Length": "700"}
 
@@ -126,8 +126,10 @@ def receiver_context(connection_string: str) -> Iterator[AppContext]:
         context.close()
 
 
-def run(quick: bool, *, log: Callable[[str], None] = print, events: int | None = None) -> list[Result]:
-    count = events or (QUICK_EVENTS if quick else EVENTS)
+def run(
+    quick: bool, *, log: Callable[[str], None] = print, events: int | None = None, smoke: bool = False
+) -> list[Result]:
+    count = events or (SMOKE_EVENTS if smoke else QUICK_EVENTS if quick else EVENTS)
     rounds = QUICK_ROUNDS if quick else ROUNDS
     with run_azurite() as azurite, receiver_context(azurite.connection_string) as context:
         service = BlobServiceClient.from_connection_string(azurite.connection_string)

@@ -43,6 +43,7 @@ from localstack.processes import READY_PREFIX, ROOT, AzuriteInfo, EmulatorInfo, 
 MiB = 1024 * 1024
 FULL_MIB = 1024
 QUICK_MIB = 256
+SMOKE_MIB = 1  # python -m bench --smoke (one round): it runs; the figures mean nothing
 ROUNDS = 3
 QUICK_ROUNDS = 2
 RSS_BOUND_MIB = 150.0
@@ -226,9 +227,14 @@ def _child(spec: dict[str, Any], impl: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ benchmark
 
 
-def run(size_mib: int | None = None, quick: bool = False, log: Callable[[str], None] = print) -> list[Result]:
-    size = (size_mib or (QUICK_MIB if quick else FULL_MIB)) * MiB
-    rounds = QUICK_ROUNDS if quick else ROUNDS
+def run(
+    size_mib: int | None = None,
+    quick: bool = False,
+    log: Callable[[str], None] = print,
+    smoke: bool = False,
+) -> list[Result]:
+    size = (size_mib or (SMOKE_MIB if smoke else QUICK_MIB if quick else FULL_MIB)) * MiB
+    rounds = 1 if smoke else QUICK_ROUNDS if quick else ROUNDS
     runs: dict[str, list[dict[str, Any]]] = {"baseline": [], "ours": []}
     with (
         tempfile.TemporaryDirectory(prefix="bench-exports-") as temp,

@@ -37,6 +37,7 @@ from localstack.processes import ROOT, EmulatorInfo, run_azurite, run_emulator
 MiB = 1024 * 1024
 FULL_MIB = 1024
 QUICK_MIB = 256
+SMOKE_MIB = 2  # python -m bench --smoke (one round): it runs; the figures mean nothing
 ROUNDS = 2
 RSS_BOUND_MIB = 150.0
 RATIO_TARGET = 1.5
@@ -197,8 +198,12 @@ def run(
     log: Callable[[str], None] = print,
     mb: int | None = None,
     source_format: str | None = None,
+    smoke: bool = False,
 ) -> list[Result]:
-    mb = mb or int(os.environ.get("BENCH_IMPORTS_MB") or (QUICK_MIB if quick else FULL_MIB))
+    mb = mb or int(
+        os.environ.get("BENCH_IMPORTS_MB") or (SMOKE_MIB if smoke else QUICK_MIB if quick else FULL_MIB)
+    )
+    rounds = 1 if smoke else ROUNDS
     source_format = source_format or os.environ.get("BENCH_IMPORTS_FORMAT") or "CSV-Unicode"
     with tempfile.TemporaryDirectory(prefix="bench-imports-") as work:
         root = Path(work)
@@ -217,7 +222,7 @@ def run(
             inbound = env["IMPORT_INBOUND_CONTAINER"]
             base: list[float] = []
             ours: list[dict[str, Any]] = []
-            for round_no in range(ROUNDS + 1):
+            for round_no in range(rounds + 1):
                 seconds = _baseline(azurite.connection_string, inbound, root / "input.csv")
                 run_info = _child(env)
                 label = "warm-up" if round_no == 0 else f"round {round_no}"
@@ -248,7 +253,7 @@ def run(
             name="imports_1gb.wall_time",
             measure=(
                 f"packaging ({source_format}) + SAS upload of a {size / MiB:,.0f} MiB CSV ÷ plain "
-                f"upload_blob (median of {ROUNDS})"
+                f"upload_blob (median of {rounds})"
             ),
             ours=f"{ours_median:.1f} s",
             baseline=f"{base_median:.1f} s",

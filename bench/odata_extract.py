@@ -42,6 +42,7 @@ ENTITY_SET = "CustomersV3"
 PAGE_SIZE = 10_000
 DEFAULT_ROWS = 200_000
 QUICK_ROWS = 50_000
+SMOKE_ROWS = 2_000  # python -m bench --smoke: it runs; the figures mean nothing
 ROUNDS = 5
 QUICK_ROUNDS = 3
 
@@ -124,8 +125,10 @@ def child_main(impl: str, rows: int) -> int:
     return 0
 
 
-def run(rows: int | None = None, quick: bool = False, log: Callable[[str], None] = print) -> list[Result]:
-    rows = rows or (QUICK_ROWS if quick else DEFAULT_ROWS)
+def run(
+    rows: int | None = None, quick: bool = False, log: Callable[[str], None] = print, smoke: bool = False
+) -> list[Result]:
+    rows = rows or (SMOKE_ROWS if smoke else QUICK_ROWS if quick else DEFAULT_ROWS)
     rounds = QUICK_ROUNDS if quick else ROUNDS
     results: list[Result] = []
     with emulator() as emu:
@@ -184,7 +187,7 @@ def run(rows: int | None = None, quick: bool = False, log: Callable[[str], None]
             )
         )
 
-        small = max(PAGE_SIZE, total // 4)
+        small = min(max(PAGE_SIZE, total // 4), total)  # fewer rows than a page: both runs read them all
         log(f"  memory: fresh child processes extracting {small:,} and {total:,} rows")
         runs = {
             "ours_small": _child(emu, "ours", small),

@@ -61,6 +61,7 @@ FULL = Limits(requests=100, window=10.0)
 # 429 comes at the end of that burst and Retry-After rounds the rest of the window up to whole seconds),
 # so the ratio is about 1 / (1 + allowed rate × request latency): a lower rate keeps $batch meaningful.
 QUICK = Limits(requests=20, window=4.0)
+SMOKE = Limits(requests=5, window=1.0)  # python -m bench --smoke: it runs; the figures mean nothing
 
 
 @dataclass
@@ -231,8 +232,9 @@ def run(
     quick: bool = False,
     variants: list[str] | None = None,
     log: Callable[[str], None] = print,
+    smoke: bool = False,
 ) -> list[Result]:
-    limits = QUICK if quick else FULL
+    limits = SMOKE if smoke else QUICK if quick else FULL
     log(
         f"  limit: {limits.requests} requests per {limits.window:g}s sliding window "
         f"= {limits.allowed_rate:.2f} req/s; each job needs {WINDOWS} windows' worth of requests"

@@ -1,10 +1,12 @@
 """``make run``: start Azurite, the D365 F&O emulator and the function app on the local stack, then serve.
 
-Ports follow the settings file (local.settings.json, else local.settings.sample.json): Azurite's default
-10000 for ``UseDevelopmentStorage=true``, the emulator on D365_BASE_URL's port and the Key Vault's port, and
-the functions on 7071 as with ``func start``. State lives in ``.local/`` so a restart keeps data and keys.
-Once up, the demo (``demo.run_demo``, docs/demo.md) runs every flow once and prints where each result
-landed; ``--no-demo`` skips it. Serving goes on until Ctrl-C.
+Ports follow the settings file (local.settings.json, else local.settings.sample.json): Azurite on the port
+of AzureWebJobsStorage's ``BlobEndpoint`` when it names one on this machine, else its default 10000 (as
+``UseDevelopmentStorage=true`` means), the emulator on D365_BASE_URL's port and the Key Vault's port, and
+the functions on 7071 as with ``func start`` (``--functions-port``). State lives in ``.local/``
+(``--state-dir``) so a restart keeps data and keys. Once up, the demo (``demo.run_demo``, docs/demo.md)
+runs every flow once and prints where each result landed; ``--no-demo`` skips it. Serving goes on until
+Ctrl-C.
 """
 
 from __future__ import annotations
@@ -21,9 +23,27 @@ from demo import DemoTarget, run_demo
 from localstack.processes import ROOT, run_azurite, run_emulator
 from runner import Runner, SettingsError, configure_logging, load_local_settings
 
+AZURITE_DEFAULT_PORT = 10000  # what ``UseDevelopmentStorage=true`` points at
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
 
 def _port(url: str, default: int) -> int:
     return urlsplit(url).port or default
+
+
+def azurite_port(connection: str) -> int:
+    """The blob port Azurite must listen on for the app's ``AzureWebJobsStorage`` to reach it: the port of
+    an explicit loopback ``BlobEndpoint`` (e.g. ``http://127.0.0.1:10010/devstoreaccount1``), else 10000.
+    A connection to a real account leaves Azurite on 10000, where the emulator's DMF package API uses it."""
+    parts = {
+        key.strip().lower(): value.strip()
+        for key, _, value in (item.partition("=") for item in connection.split(";"))
+        if key.strip()
+    }
+    endpoint = urlsplit(parts.get("blobendpoint", ""))
+    if endpoint.hostname in _LOOPBACK and endpoint.port:
+        return endpoint.port
+    return AZURITE_DEFAULT_PORT
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
 
     with ExitStack() as stack:
         print(f"settings: {local.path}", flush=True)
-        azurite = stack.enter_context(run_azurite(state / "azurite", port=10000))
+        storage = values.get("AzureWebJobsStorage", "")
+        azurite = stack.enter_context(run_azurite(state / "azurite", port=azurite_port(storage)))
         emulator = stack.enter_context(
             run_emulator(
                 state / "emulator",
@@ -63,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         runner = _start_functions(stack, values, args.functions_port)
-        print(_summary(azurite.blob_endpoint, emulator.raw, runner.describe()), flush=True)
+        # the account key of a full connection string stays out of the output
+        connection = storage if storage.startswith("UseDevelopmentStorage") else "AzureWebJobsStorage"
+        print(_summary(azurite.blob_endpoint, connection, emulator.raw, runner.describe()), flush=True)
         if (
             not args.no_demo and runner.started is not None
         ):  # every flow once, then keep serving (docs/demo.md)
@@ -83,11 +106,11 @@ def _start_functions(stack: ExitStack, values: dict[str, str], port: int) -> Run
     return runner
 
 
-def _summary(blob_endpoint: str, info: dict[str, object], functions: str) -> str:
+def _summary(blob_endpoint: str, connection: str, info: dict[str, object], functions: str) -> str:
     lines = [
         "",
         "Local stack is up (Ctrl-C to stop):",
-        f"  blob storage (Azurite) {blob_endpoint}  connection: UseDevelopmentStorage=true",
+        f"  blob storage (Azurite) {blob_endpoint}  connection: {connection}",
         f"  D365 F&O emulator      {info['base_url']}/data   (OData), /api/services (custom services)",
         f"  emulator admin API     {info['admin_url']}   (docs/emulator.md)",
         f"  Entra authority        {info['authority_host']}",
