@@ -3,7 +3,8 @@
 - ``POST /api/business-events`` (function key): validate and store durably, answer at once.
 - blob trigger on the raw-event container (``BUSINESS_EVENTS_CONTAINER``, read when the app loads; source
   ``BUSINESS_EVENTS_BLOB_SOURCE``): run the event's handlers, once.
-- timer (every 30 s): attempts that are due after a failure.
+- timer (every 30 s): attempts that are due after a failure, then the sweep: stored events whose trigger
+  never ran (no processing record ``BUSINESS_EVENTS_SWEEP_MIN_AGE_SECONDS`` after receipt).
 - ``POST /api/business-events/replay[/{event_id}]`` (admin key; ``?force=true``, ``?limit=``, ``?after=``
   the previous answer's ``continue_after``): operators process poisoned events again.
 """
@@ -21,7 +22,7 @@ from shared.pipelines.business_events import (
     process_stored_event,
     receive_events,
     replay_poisoned,
-    retry_due_events,
+    retry_and_sweep,
 )
 from shared.settings import ConfigurationError
 
@@ -64,10 +65,14 @@ def business_events_process(stored: func.InputStream) -> None:
 @bp.function_name("business_events_retry")
 @bp.timer_trigger(arg_name="timer", schedule="*/30 * * * * *", run_on_startup=False)
 def business_events_retry(timer: func.TimerRequest) -> None:
-    """Attempts that are due after a failed one (backoff per BUSINESS_EVENTS_RETRY_BACKOFF_SECONDS)."""
-    results = retry_due_events(get_context())
-    if results:
-        log.info("business event retries: %s", ", ".join(f"{r.event_id}={r.outcome}" for r in results))
+    """Attempts that are due after a failed one (backoff per BUSINESS_EVENTS_RETRY_BACKOFF_SECONDS), then
+    the events the blob trigger missed (each one logged as EVENT_SWEPT)."""
+    report = retry_and_sweep(get_context())
+    if report.retried:
+        retried = ", ".join(f"{r.event_id}={r.outcome}" for r in report.retried)
+        log.info("business event retries: %s", retried)
+    if report.swept.more:
+        log.warning("business events sweep: more missed events than BUSINESS_EVENTS_SWEEP_BATCH; continuing")
 
 
 @bp.function_name("business_events_replay")

@@ -23,6 +23,11 @@ Receipt and storage (``settings.section(BusinessEventSettings)``):
   (10 s timeout) gets a 503 it retries rather than a timeout.
 - ``BUSINESS_EVENTS_BLOB_SOURCE`` (``LogsAndContainerScan``; or ``EventGrid``): the processing trigger's
   source, read when the app is loaded (Event Grid needs a subscription on the storage account).
+- ``BUSINESS_EVENTS_SWEEP_MIN_AGE_SECONDS`` (900; 0 turns the sweep off): a stored event with no processing
+  record this long after receipt is processed by the retry timer's sweep (``business_event_sweep``), in
+  case its blob trigger never fired. Not 0 also makes the receiver tag each raw blob (``received``,
+  ``processing=pending``; blob index tags need a storage account without hierarchical namespace).
+- ``BUSINESS_EVENTS_SWEEP_BATCH`` (200): most events one sweep run examines (the rest wait for the next run).
 
 Processing (``settings.section(BusinessEventProcessingSettings)``):
 
@@ -75,6 +80,13 @@ def _list(reader: SettingsReader, name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
+def _sweep_min_age(reader: SettingsReader) -> float:
+    value = reader.number("BUSINESS_EVENTS_SWEEP_MIN_AGE_SECONDS", 900.0, maximum=7 * 86400)
+    if 0 < value < 60:  # younger events may still be on their way to the trigger (and to the tag index)
+        reader.problem("BUSINESS_EVENTS_SWEEP_MIN_AGE_SECONDS", "must be 0 (off) or at least 60")
+    return value
+
+
 @dataclass(frozen=True)
 class BusinessEventSettings:
     """Receipt and storage; see the module docstring for every setting, its default and meaning."""
@@ -90,6 +102,12 @@ class BusinessEventSettings:
     secret_header: str = "X-Business-Events-Secret"
     shared_secret: Secret | None = None
     store_timeout_seconds: float = 5.0
+    sweep_min_age_seconds: float = 900.0  # 0: no sweep, no tags on the raw blobs
+    sweep_batch: int = 200
+
+    @property
+    def sweep_enabled(self) -> bool:
+        return self.sweep_min_age_seconds > 0
 
     @classmethod
     def from_reader(cls, reader: SettingsReader) -> Self:
@@ -115,6 +133,8 @@ class BusinessEventSettings:
             store_timeout_seconds=reader.number(
                 "BUSINESS_EVENTS_STORE_TIMEOUT_SECONDS", 5.0, minimum=0.5, maximum=60
             ),
+            sweep_min_age_seconds=_sweep_min_age(reader),
+            sweep_batch=reader.integer("BUSINESS_EVENTS_SWEEP_BATCH", 200, minimum=1, maximum=5000),
         )
 
 

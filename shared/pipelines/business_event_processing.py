@@ -1,7 +1,8 @@
 """Business events processed: each stored event runs its handlers once, with retries, poison and replay.
 
-``process_stored_event`` runs for each raw event blob (the blob trigger), for a due retry (the retry timer)
-and for an operator's replay. At-least-once triggers and several instances are expected:
+``process_stored_event`` runs for each raw event blob (the blob trigger), for a due retry (the retry timer),
+for an event the trigger missed (the timer's sweep) and for an operator's replay. At-least-once triggers
+and several instances are expected:
 
 - the raw blob's **lease** is the per-event mutex across instances (another holder → "busy", no work);
 - the **status record** (``state/business-events/{EventId}.json``) is the processed marker: a succeeded
@@ -9,7 +10,9 @@ and for an operator's replay. At-least-once triggers and several instances are e
 - handlers that already succeeded are recorded and skipped on later attempts;
 - a failure schedules the next attempt with backoff (a retry marker the timer picks up), and after
   ``BUSINESS_EVENTS_MAX_ATTEMPTS`` (or at once for a permanent error) the event goes to the **poison
-  area** with its error; ``business_event_replay`` runs due retries and operators' replays.
+  area** with its error; ``business_event_replay`` runs due retries and operators' replays;
+- once the status record first exists, the raw blob's ``processing`` tag says ``started`` (the sweep's
+  index, ``business_event_sweep``; a crash in between is repaired by the sweep, which checks the record).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.blob import BlobLeaseClient
 
 from shared.context import AppContext
 from shared.events.handler_api import HandlerContext, is_permanent
@@ -39,6 +43,7 @@ from shared.events.model import (
 from shared.events.sequence import SequenceVerdict, observe
 from shared.events.settings import BusinessEventProcessingSettings, BusinessEventSettings
 from shared.logs import log_context, log_event
+from shared.pipelines.business_event_tags import mark_started
 from shared.redact import redact_text
 from shared.status import Outcome, StatusRecord
 from shared.storage import JSON_CONTENT, LeaseUnavailableError
@@ -47,7 +52,7 @@ __all__ = ["Mode", "ProcessOutcome", "ProcessResult", "delete_blob", "process_st
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["trigger", "retry", "replay"]
+Mode = Literal["trigger", "retry", "replay", "sweep"]
 _LEASE_SECONDS = 60
 _KEPT_ERRORS = 10
 _KEPT_SUMMARIES = 20
@@ -139,9 +144,11 @@ class _Attempt:
         raw_blob: str,
         record: StatusRecord | None,
         clock: Callable[[], datetime],
+        lease: BlobLeaseClient | None = None,
     ) -> None:
         self.context, self.settings, self.event = context, settings, event
-        self.raw_blob, self.clock = raw_blob, clock
+        self.raw_blob, self.clock, self.lease = raw_blob, clock, lease
+        self.first_record = record is None
         self.processing = context.settings.section(BusinessEventProcessingSettings)
         self.record = record or StatusRecord(
             kind="business-event",
@@ -248,6 +255,9 @@ class _Attempt:
         details["next_attempt_at"] = None
         self.record.advance(Outcome.IN_PROGRESS, f"attempt {details['attempts']} ({mode})")
         self.save()  # counted before the handlers run: an attempt that crashes the process still counts
+        if self.first_record:  # only now: a tag saying "started" must never hide an event without a record
+            name = _raw_name(self.raw_blob, self.settings.raw_container)
+            mark_started(self.context, self.settings, name, self.lease)
         if was_poisoned:
             delete_blob(self.context, self.settings.poison_container, poison_path(self.event.event_id))
         verdict = observe(self.context.store, self.settings.state_container, self.event)
@@ -317,6 +327,7 @@ def _poison_unreadable(
         "poisoned_at": iso(utc_now()),
     }
     _put(context, settings.poison_container, f"_unreadable/{name}", record, {"blob": raw_blob})
+    mark_started(context, settings, name)  # the poison record is its outcome: the sweep leaves it alone
     log_event(
         log,
         "EVENT_POISONED",
@@ -354,11 +365,11 @@ def process_stored_event(
     try:
         with (
             log_context(event_id=event.event_id, blob=raw_blob, mode=mode),
-            context.store.lease(settings.raw_container, name, seconds=_LEASE_SECONDS),
+            context.store.lease(settings.raw_container, name, seconds=_LEASE_SECONDS) as lease,
         ):
             found = context.store.read_json(settings.state_container, state_path(event.event_id))
             record = StatusRecord.from_dict(found.value) if found is not None else None
-            attempt = _Attempt(context, settings, event, raw_blob, record, clock)
+            attempt = _Attempt(context, settings, event, raw_blob, record, clock, lease)
             if record is not None and record.outcome is Outcome.SUCCEEDED and mode == "replay" and not force:
                 # a poison record left by a crash before the event later succeeded: only tidy it up
                 delete_blob(context, settings.poison_container, poison_path(event.event_id))
@@ -369,7 +380,7 @@ def process_stored_event(
                 if record.details.get("poisoned"):
                     return attempt.result(ProcessOutcome.POISONED)
                 due = record.details.get("next_attempt_at")
-                if mode == "trigger" and due and datetime.fromisoformat(due) > clock():
+                if mode in ("trigger", "sweep") and due and datetime.fromisoformat(due) > clock():
                     return attempt.result(ProcessOutcome.RETRY_SCHEDULED, next_attempt_at=due)
             return attempt.run(registry or default_registry, mode)
     except LeaseUnavailableError:

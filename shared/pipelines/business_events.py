@@ -5,7 +5,8 @@ after the event is in blob storage, and stores it with one conditional create at
 event itself, so that write is also the duplicate check: a redelivered ``EventId`` finds the blob and is
 answered 200 "duplicate" (D365 stops retrying) without being processed again. Nothing else happens on
 receipt: a blob trigger on the raw container processes each stored event once
-(``process_stored_event``), so a slow or failing handler never makes D365 retry or lose an event.
+(``process_stored_event``), so a slow or failing handler never makes D365 retry or lose an event. Should
+that trigger never fire for a blob, the retry timer's sweep processes it (``business_event_sweep``).
 """
 
 from __future__ import annotations
@@ -18,18 +19,30 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+)
 
 from shared.context import AppContext
 from shared.events.body import BodyError, read_body
 from shared.events.eventgrid import Item
-from shared.events.layout import raw_path
+from shared.events.layout import pending_tags, raw_path
 from shared.events.model import BusinessEvent, EventFormatError, iso, parse_event
 from shared.events.settings import BusinessEventSettings
 from shared.events.validate import Rejection, check_event, check_request, check_secret
 from shared.logs import log_event
 from shared.pipelines.business_event_processing import ProcessOutcome, ProcessResult, process_stored_event
 from shared.pipelines.business_event_replay import ReplayReport, replay_poisoned, retry_due_events
+from shared.pipelines.business_event_sweep import (
+    RetryTimerReport,
+    SweepReport,
+    retry_and_sweep,
+    sweep_unprocessed_events,
+)
+from shared.pipelines.business_event_tags import tag_refusal
 from shared.redact import redact_text
 from shared.storage import JSON_CONTENT
 
@@ -38,10 +51,14 @@ __all__ = [
     "ProcessResult",
     "ReceiveResult",
     "ReplayReport",
+    "RetryTimerReport",
+    "SweepReport",
     "process_stored_event",
     "receive_events",
     "replay_poisoned",
+    "retry_and_sweep",
     "retry_due_events",
+    "sweep_unprocessed_events",
 ]
 
 log = logging.getLogger(__name__)
@@ -96,25 +113,40 @@ def _store(
         "retry_total": 0,
     }
     blob = context.store.service.get_blob_client(settings.raw_container, raw_path(event))
-    for attempt in range(2):
+    # Tags ride on the same request (no extra write on this hot path): the sweep's index of events whose
+    # processing has not begun, should their blob trigger never fire (``business_event_sweep``).
+    tags = pending_tags(received_at) if settings.sweep_enabled and not tag_refusal.active() else None
+    created_container = False
+    refusal: HttpResponseError | None = None
+    while True:
         try:
             blob.upload_blob(
                 event.original,
                 overwrite=False,  # If-None-Match: * : the first delivery wins, later ones learn it exists
                 metadata=_storage_metadata(event, received_at),
                 content_settings=JSON_CONTENT,
+                tags=tags,
                 **limits,
             )
         except ResourceExistsError:
             return False
         except ResourceNotFoundError:  # the container does not exist yet (first event ever)
-            if attempt:
+            if created_container:
                 raise
+            created_container = True
             with suppress(ResourceExistsError):
                 context.store.service.get_container_client(settings.raw_container).create_container(**limits)
             continue
+        except HttpResponseError as exc:
+            # Tags need rights a role may lack (403) or an account may not have (400: hierarchical
+            # namespace). Storing the event matters more than the sweep's index: store it without them.
+            if tags is None or exc.status_code not in (400, 403):
+                raise
+            tags, refusal = None, exc
+            continue
+        if refusal is not None:
+            tag_refusal.note(refusal)
         return True
-    raise AssertionError("unreachable")
 
 
 def _receive_item(

@@ -15,7 +15,8 @@ dequeue until 204 or the run's budget is used. Per message (ref §4; peers §2.1
 
 A crash before step 2 finishes leaves nothing visible: D365 re-offers the message. A crash after it, a
 failed ack or a redelivery all end in "already stored → ack". A status record next to the package says
-what happened (``shared.status``), with the history of every delivery.
+what happened (``shared.status``), with the history of every delivery. A package that keeps failing to
+download is given up on after ``EXPORT_DOWNLOAD_MAX_ATTEMPTS`` (``give_up``), not re-tried for ever.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from shared.d365.connector import ConnectorClient, DequeuedMessage
 from shared.d365.errors import D365Error
 from shared.logs import log_context, log_event
 from shared.pipelines.exports.blob_writer import BlockBlobWriter
+from shared.pipelines.exports.give_up import DownloadFailure, count_failure, give_up_text, mark_given_up
 from shared.pipelines.exports.layout import (
     export_lock_name,
     export_state_name,
@@ -159,18 +161,12 @@ class _Run:
         blob = self.store.blob(self.container, path)
         stored = _properties(blob)
         if stored is None:
+            if state.get("given_up_at") and self.settings.give_up_ack:  # its ack failed: only ack now
+                return self.give_up(message, item, state, first)
             try:
                 created, size, digest = self.download(message, blob, correlation_id, state)
             except D365Error as exc:
-                item.action, item.acked, item.error = "failed", False, f"download failed: {exc}"
-                log_event(
-                    log,
-                    "EXPORT_DOWNLOAD_FAILED",
-                    logging.WARNING,
-                    f"not stored, not acked; D365 offers it again in 30 minutes: {exc}",
-                )
-                self.finish(item, state, first, Outcome.IN_PROGRESS, _not_stored_message(item.error), {})
-                return item
+                return self.download_failed(message, item, state, first, exc)
             item.action, item.bytes = ("stored" if created else "already_stored"), size
             facts = {"bytes": size, "sha256": digest}
         else:
@@ -197,6 +193,70 @@ class _Run:
             path=item.path,
             acked=item.acked,
         )
+        return item
+
+    def download_failed(
+        self, message: DequeuedMessage, item: ItemReport, state: dict[str, Any], first: bool, exc: D365Error
+    ) -> ItemReport:
+        """Count the failure in storage; below the limit D365's re-offer is the retry, then give up."""
+        failure = DownloadFailure.of(exc, message)
+        name = export_state_name(self.activity.key, item.id)
+        counted = count_failure(self.store, self.settings.state_container, name, failure, _iso(self.now()))
+        failures, limit = int(counted["download_failures"]), self.settings.download_max_attempts
+        item.action, item.acked, item.error = "failed", False, f"download failed: {failure.error}"
+        if failures >= limit or counted.get("given_up_at"):
+            return self.give_up(message, item, counted, first)
+        log_event(
+            log,
+            "EXPORT_DOWNLOAD_FAILED",
+            logging.WARNING,
+            f"attempt {failures} of {limit}; not stored, not acked; D365 offers it again in 30 minutes: "
+            f"{failure.error}",
+            attempts=failures,
+            max_attempts=limit,
+        )
+        text = f"{_not_stored_message(item.error)} (failed attempt {failures} of {limit})"
+        details = {"download_failures": failures}
+        self.finish(item, state, first, Outcome.IN_PROGRESS, text, details, failure.d365)
+        return item
+
+    def give_up(
+        self, message: DequeuedMessage, item: ItemReport, state: dict[str, Any], first: bool
+    ) -> ItemReport:
+        """The status record says failed and why, once; the message is acked if EXPORT_GIVE_UP_ACK."""
+        repeat, wanted = bool(state.get("given_up_at")), self.settings.give_up_ack
+        item.action, item.acked = "given_up", None
+        if repeat and not wanted:  # re-offered, still unreadable: counted already, no second alert
+            log.info("export message %s given up earlier, still not downloadable: %s", item.id, item.error)
+            return item
+        acked, ack_error = False, None
+        if wanted:
+            try:
+                self.client.ack(self.activity.activity_id, message)
+                acked = True
+            except D365Error as exc:
+                ack_error = redact_text(str(exc))[:500]
+                log.warning("export message %s given up, but its ack failed: %s", item.id, ack_error)
+            item.acked = acked
+        name = export_state_name(self.activity.key, item.id)
+        at = _iso(self.now())
+        state = {**state, **mark_given_up(self.store, self.settings.state_container, name, at, acked)}
+        text = give_up_text(state, acked=acked, ack_error=ack_error, ack_wanted=wanted)
+        keys = ("download_failures", "first_failure", "last_failure", "first_seen", "given_up_at")
+        details: dict[str, Any] = {k: state.get(k) for k in keys} | {"acked": acked}
+        if not repeat:
+            log_event(
+                log,
+                "EXPORT_MESSAGE_GIVEN_UP",
+                logging.ERROR,
+                text,
+                attempts=details["download_failures"],
+                first_failure=details["first_failure"],
+                last_failure=details["last_failure"],
+                acked=acked,
+                path=item.path,
+            )
+        self.finish(item, state, first, Outcome.FAILED, text, details, state.get("d365"))
         return item
 
     def claim(self, correlation_id: str) -> tuple[dict[str, Any], bool]:
@@ -280,8 +340,10 @@ class _Run:
         outcome: Outcome,
         text: str,
         details: dict[str, Any],
+        d365: dict[str, Any] | None = None,
     ) -> None:
-        """Record the delivery in the state record and the package's status record."""
+        """Record the delivery in the state record and the package's status record (``d365``: D365's
+        own words about it)."""
         item.outcome = str(outcome)
         at = _iso(self.now())
         name = export_state_name(self.activity.key, item.id)
@@ -313,9 +375,9 @@ class _Run:
 
         def status(current: Any) -> Any:
             if current is None:
-                fresh = StatusRecord("export", subject, outcome, text, correlation, details=shown)
+                fresh = StatusRecord("export", subject, outcome, text, correlation, dict(d365 or {}), shown)
                 return fresh.to_dict()
-            record = StatusRecord.from_dict(current).advance(outcome, text)
+            record = StatusRecord.from_dict(current).advance(outcome, text, **(d365 or {}))
             return replace(record, details={**record.details, **shown}).to_dict()
 
         self.store.update_json(self.container, status_name(package), status)

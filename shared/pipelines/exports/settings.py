@@ -20,6 +20,12 @@ App settings (all optional; an app without exports configures none of them):
 - ``EXPORT_RUN_MAX_MESSAGES`` (500): a run dequeues at most this many messages.
 - ``EXPORT_UNPACK_MAX_FILES`` (1000), ``EXPORT_UNPACK_MAX_FILE_MB`` (4096), ``EXPORT_UNPACK_MAX_TOTAL_MB``
   (16384): bounds on unpacking one package (entries, uncompressed MiB per entry and in total).
+- ``EXPORT_DOWNLOAD_MAX_ATTEMPTS`` (10): failed downloads of one dequeued message (D365 re-offers an
+  un-acked message every 30 minutes, so 10 is about 5 hours) before the pipeline gives up on it: a
+  ``failed`` status record where its package would be, ``EXPORT_MESSAGE_GIVEN_UP`` in the log.
+- ``EXPORT_GIVE_UP_ACK`` (``true``; or ``false``): whether a message given up on is acked. Acking ends
+  D365's re-offers (D365 then shows it "Acked"); ``false`` leaves it with D365, offered every 30 minutes:
+  each re-offer tries the download once more, quietly, and stores the package if it has become readable.
 - ``DMF_EXPORT_POLL_SECONDS`` (15): pause between ``GetExecutionSummaryStatus`` / package URL reads.
 - ``DMF_EXPORT_GIVE_UP_HOURS`` (24): an export still not finished (or not downloadable) after this is
   recorded as failed.
@@ -90,6 +96,8 @@ class ExportSettings:
     unpack_max_total_bytes: int = 16384 * MiB
     dmf_poll_seconds: float = 15.0
     dmf_give_up_hours: float = 24.0
+    download_max_attempts: int = 10
+    give_up_ack: bool = True
     lease_seconds: int = field(default=60, repr=False)
 
     def activity(self, name: str) -> ExportActivity:
@@ -123,6 +131,10 @@ class ExportSettings:
             * MiB,
             dmf_poll_seconds=reader.number("DMF_EXPORT_POLL_SECONDS", 15.0, maximum=3600),
             dmf_give_up_hours=reader.number("DMF_EXPORT_GIVE_UP_HOURS", 24.0, above=True, maximum=24 * 30),
+            download_max_attempts=reader.integer(
+                "EXPORT_DOWNLOAD_MAX_ATTEMPTS", 10, minimum=1, maximum=10_000
+            ),
+            give_up_ack=reader.choice("EXPORT_GIVE_UP_ACK", ("true", "false"), "true") == "true",
         )
 
 
