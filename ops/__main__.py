@@ -21,54 +21,57 @@ the one ``--event-id``); ``--force`` also replays an event that is not poisoned.
 and exits 0 when every replayed event was processed, 1 otherwise, 2 for bad settings.
 
 Settings: ``--settings`` (default: local.settings.json, else local.settings.sample.json) ``Values``, with
-variables already in the environment winning, as with Core Tools.
+variables already in the environment winning, as with Core Tools (they are also put into the command's
+environment, where e.g. a managed identity credential reads ``IDENTITY_ENDPOINT``).
+
+Logging (every command): stderr shows the named events at WARNING and above (``IMPORT_JOB_FAILED: ...``,
+the lines alerts key on: work run here is logged here, not in Application Insights); ``-v``/``--verbose``
+shows the whole log (retries, progress) as well.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
-import os
 import sys
-from pathlib import Path
 from typing import Any
 
-from localstack.processes import ROOT
-from ops.actions import ACTION_COMMANDS, add_action_commands, run_action_command
+from ops.actions import ACTION_COMMANDS, add_action_commands, run_action
 from ops.check import check
-from ops.common import report_error
+from ops.common import load_settings, open_context, run_guarded
 from ops.query import FORMATS, QueryRequest, query
 from ops.status import status
-from runner import SettingsError, load_local_settings
-from shared.context import AppContext
+from shared.events.model import EventFormatError, normalise_event_id
 from shared.events.settings import BusinessEventProcessingSettings, BusinessEventSettings
 from shared.pipelines.business_events import ProcessOutcome, ReplayReport, replay_poisoned
-from shared.settings import ConfigurationError, Settings
 
 
-def _context(settings_path: str | None) -> AppContext:
-    local = load_local_settings(Path(settings_path) if settings_path else None, root=ROOT)
-    env = {**local.values, **os.environ}
-    return AppContext.from_settings(
-        Settings.from_env(env, sections=[BusinessEventSettings, BusinessEventProcessingSettings])
-    )
+def _unpoisoned_report(event_id: str | None) -> ReplayReport:
+    """The answer when the poison container does not exist: nothing was ever poisoned. Asked without
+    ``replay_poisoned``, which creates the container to look into it."""
+    if event_id is None:
+        return ReplayReport()
+    try:
+        return ReplayReport(not_found=[normalise_event_id(event_id)])
+    except EventFormatError:
+        return ReplayReport(not_found=[event_id[:100]])
 
 
 def replay_events(args: argparse.Namespace) -> int:
-    try:
-        context = _context(args.settings)
-    except (ConfigurationError, SettingsError) as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    """Replay poisoned events; raises ConfigurationError/SettingsError for bad settings (``run_guarded``
+    reports every failure as one line)."""
+    settings = load_settings(args.settings, [BusinessEventSettings, BusinessEventProcessingSettings])
+    context = open_context(settings)
     reports: list[ReplayReport] = []
-    after: str | None = None
     try:
-        while True:
+        poison = settings.section(BusinessEventSettings).poison_container
+        forced_one = args.force and args.event_id is not None  # may replay an event that is not poisoned
+        if not forced_one and not context.blob_service.get_container_client(poison).exists():
+            reports.append(_unpoisoned_report(args.event_id))
+        after: str | None = None
+        while not reports or (args.event_id is None and reports[-1].remaining):
             report = replay_poisoned(context, args.event_id, force=args.force, limit=args.limit, after=after)
             reports.append(report)
-            if args.event_id or not report.remaining:
-                break
             after = report.continue_after  # events poisoned again in this batch are not taken again
     finally:
         context.close()
@@ -136,26 +139,19 @@ def _add_operator_commands(commands: Any) -> None:
     rows.add_argument("--settings", default=None, help="settings file (default: local.settings.json)")
 
 
-def _run_operator_command(args: argparse.Namespace) -> int:
-    # azure-identity/azure-core log a warning for each failure they raise; the one ops: line says it already.
-    logging.getLogger("azure").setLevel(logging.ERROR)
-    try:
-        if args.command == "check":
-            return check(args.settings, as_json=args.json)
-        if args.command == "status":
-            return status(args.settings, as_json=args.json, ask_d365=not args.no_d365, out=sys.stdout)
+def _run(args: argparse.Namespace) -> int:
+    if args.command in ACTION_COMMANDS:
+        return run_action(args)
+    if args.command == "check":
+        return check(args.settings, as_json=args.json)
+    if args.command == "status":
+        return status(args.settings, as_json=args.json, ask_d365=not args.no_d365, out=sys.stdout)
+    if args.command == "query":
         request = QueryRequest(
             args.entity_set, args.filter, tuple(args.select), args.top, args.cross_company, args.format
         )
         return query(args.settings, request, args.output, sys.stdout)
-    except KeyboardInterrupt:
-        print("ops: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # e.g. `| head`: the reader has all it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except Exception as exc:  # every failure is one line for the operator, never a traceback
-        return report_error(exc)
+    return replay_events(args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,17 +166,15 @@ def main(argv: list[str] | None = None) -> int:
     replay = commands.add_parser("replay-events", help="process poisoned business events again")
     replay.add_argument("--event-id", default=None, help="only this EventId (braces and case are ignored)")
     replay.add_argument("--force", action="store_true", help="also replay an event that is not poisoned")
-    replay.add_argument("--limit", type=int, default=100, help="events per batch (default 100)")
+    replay.add_argument("--limit", type=_positive, default=100, help="events per batch (default 100)")
     replay.add_argument("--settings", default=None, help="settings file (default: local.settings.json)")
     add_action_commands(commands)
+    for command in commands.choices.values():
+        command.add_argument(
+            "-v", "--verbose", action="store_true", help="also show the log (retries, progress) on stderr"
+        )
     args = parser.parse_args(argv)
-    if args.command in ACTION_COMMANDS:
-        return run_action_command(args)
-    if args.command in ("check", "query", "status"):
-        return _run_operator_command(args)
-    if args.limit < 1:
-        parser.error("--limit must be positive")
-    return replay_events(args)
+    return run_guarded(lambda: _run(args), verbose=args.verbose)
 
 
 if __name__ == "__main__":

@@ -1,25 +1,23 @@
 """The operator commands that act on the pipelines: ``resubmit``, ``export-now``, ``import``, ``enqueue``.
 
-``add_action_commands`` adds their subparsers to ``python -m ops``; ``run_action_command`` runs the one
-chosen with every failure reported as one line (``ops: <message>``), exit 1 (2 for bad settings, 130 when
-interrupted), never a traceback. The work itself is in ops/resubmit.py, ops/export_now.py and
+``add_action_commands`` adds their subparsers to ``python -m ops``; ``run_action`` runs the one chosen
+(``python -m ops`` reports its failures as one line, ``ops: <message>``, through ``ops.common.run_guarded``).
+The work itself is in ops/resubmit.py, ops/export_now.py and
 ops/importing.py; docs/operations.md has examples.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from typing import Any
 
-from ops.common import report_error
+from ops.common import OpsError
 from ops.export_now import ExportRequest, export_now
-from ops.importing import EnqueueRequest, ImportRequest, OpsError, enqueue_file, import_file
+from ops.importing import EnqueueRequest, ImportRequest, enqueue_file, import_file
 from ops.resubmit import ResubmitRequest, resubmit
-from shared.redact import redact_text
 
-__all__ = ["ACTION_COMMANDS", "add_action_commands", "run_action_command"]
+__all__ = ["ACTION_COMMANDS", "add_action_commands", "run_action"]
 
 ACTION_COMMANDS = ("resubmit", "export-now", "import", "enqueue")
 _SETTINGS_HELP = "settings file (default: local.settings.json)"
@@ -110,7 +108,8 @@ def add_action_commands(commands: Any) -> None:
     _add_enqueue(commands)
 
 
-def _run(args: argparse.Namespace) -> int:
+def run_action(args: argparse.Namespace) -> int:
+    """Run ``args.command`` (one of :data:`ACTION_COMMANDS`); the exit status. Failures raise."""
     out, err = sys.stdout, sys.stderr
     if args.command == "resubmit":
         if args.list_only == bool(args.path or args.file_name) or (args.path and args.file_name):
@@ -134,22 +133,3 @@ def _run(args: argparse.Namespace) -> int:
         args.json,
     )  # fmt: skip
     return enqueue_file(args.settings, enqueue, out, err)
-
-
-def run_action_command(args: argparse.Namespace) -> int:
-    """Run ``args.command`` (one of :data:`ACTION_COMMANDS`); the exit status."""
-    # azure-identity/azure-core log a warning for each failure they raise; the one ops: line says it already.
-    logging.getLogger("azure").setLevel(logging.ERROR)
-    # The pipelines' log lines would reach stderr through logging's last resort; this command reports
-    # their outcome itself, so they go nowhere (only a handler on the root logger stops the last resort).
-    logging.getLogger().addHandler(logging.NullHandler())
-    try:
-        return _run(args)
-    except OpsError as exc:
-        print(f"ops: {' '.join(redact_text(str(exc)).split())}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("ops: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # every failure is one line for the operator, never a traceback
-        return report_error(exc)

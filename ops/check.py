@@ -10,8 +10,7 @@ import json
 import time
 from typing import Any
 
-from ops.common import ConfigurationError, load_settings
-from shared.context import AppContext
+from ops.common import ConfigurationError, load_settings, open_context
 from shared.pipelines.health import Check, check_readiness
 
 EXIT_OK, EXIT_FAILING, EXIT_BAD_SETTINGS = 0, 1, 2
@@ -32,7 +31,7 @@ def run_checks(settings_path: str | None) -> tuple[list[Check], list[str]]:
         detail = f"{count} problem{'s' if count != 1 else ''}"
         return [Check("settings", False, detail, _ms(started))], list(exc.problems)
     valid = Check("settings", True, f"valid (D365 {settings.d365.base_url})", _ms(started))
-    context = AppContext.from_settings(settings)
+    context = open_context(settings)
     try:
         return [valid, *check_readiness(context).checks], []
     finally:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TextIO
 
-from ops.common import load_settings
+from ops.common import load_settings, open_context
 from ops.importing import OpsError
 from ops.progress import format_bytes
 from shared.context import AppContext
@@ -101,7 +101,7 @@ def _write_lines(out: TextIO, reports: list[RunReport]) -> None:
 
 def export_now(settings_path: str | None, request: ExportRequest, out: TextIO) -> int:
     """Run the selected export(s); exit 0 when every one finished well, 1 otherwise."""
-    context = AppContext.from_settings(load_settings(settings_path, [ExportSettings]))
+    context = open_context(load_settings(settings_path, [ExportSettings]))
     try:
         settings = context.settings.section(ExportSettings)
         reports = _reports(context, settings, request)

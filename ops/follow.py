@@ -3,9 +3,13 @@
 The intake pipeline (``import_blob``) is run for the file right away: when the blob trigger (the Functions
 host or the local runner) already took it, that call answers ``busy`` or ``gone`` and the file's own
 ledger entry (found through its drop marker or its content hash) tells where it went. While D365 works on
-it, the import monitor (``monitor_imports``) is run every few seconds; when the timer's monitor holds its
-lease the call is skipped and this simply waits for it. Both are the pipelines the triggers call, safe to
-run next to them (leases and the ledger decide, never this process).
+it, only this file's job is followed: the import monitor's step for one job (one D365 status call; when
+D365 finished, the status record, error detail and the move to archive/errors) runs under the monitor's own
+lease, right away, ``poll_seconds`` later, then less often (x1.5, at most every :data:`MAX_POLL_SECONDS`).
+When the timer's monitor holds the lease the step is skipped: the timer does the same. Other jobs and the
+inbound sweep are left to the timer: their outcomes, and the alerts they log, belong in the app's log, not
+on this terminal. Everything runs the pipelines' own code, safe next to the triggers (leases and the ledger
+decide, never this process).
 """
 
 from __future__ import annotations
@@ -19,13 +23,22 @@ from typing import Any, TextIO
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared.context import AppContext
-from shared.pipelines.imports import import_blob, layout, monitor_imports
+from shared.logs import log_context
+from shared.pipelines.imports import import_blob, layout
 from shared.pipelines.imports.ledger import InputRef, JobRecords, Ledger, LedgerState
+
+# The monitor's step for one job (no public entry point for a single job yet): used, like the timer does,
+# only under the monitor's lease.
+from shared.pipelines.imports.monitor import _Monitor
 from shared.pipelines.imports.routing import RouteMatch
 from shared.pipelines.imports.settings import ImportSettings
 from shared.status import status_name
+from shared.storage import LeaseUnavailableError
 
-__all__ = ["FollowTimeout", "Followed", "follow_import"]
+__all__ = ["MAX_POLL_SECONDS", "FollowTimeout", "Followed", "follow_import"]
+
+#: The longest pause between two status calls for the followed job (the monitor timer polls every minute).
+MAX_POLL_SECONDS = 10.0
 
 _FINAL_REPORTS = ("rejected", "failed", "duplicate")
 
@@ -74,10 +87,11 @@ class _Follower:
         self.log.write(f"{text}\n")
         self.log.flush()
 
-    def wait(self, what: str) -> None:
-        if time.monotonic() >= self.deadline:
+    def wait(self, what: str, seconds: float | None = None) -> None:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
             raise FollowTimeout(f"{what}; it goes on without this command (ops resubmit --list, ops status)")
-        self.sleep(self.poll_seconds)
+        self.sleep(min(self.poll_seconds if seconds is None else seconds, left))
 
     def run(self) -> Followed:
         self.remember_drop()
@@ -151,8 +165,10 @@ class _Follower:
 
     def follow_job(self, job_id: str) -> Followed:
         last = ""
+        pause = self.poll_seconds
         while True:
-            job = self.jobs.read(job_id)
+            finished = self.poll_job(job_id)
+            job = None if finished else self.jobs.read(job_id)
             if job is None:
                 found = self.entry()
                 if found is not None and found[1].get("stored_as"):
@@ -162,10 +178,22 @@ class _Follower:
                 if status != last:
                     self.say(f"job {job_id}: D365 status {status}")
                     last = status
-                report = monitor_imports(self.context, settings=self.settings)
-                if job_id in report.finished:
-                    continue
-            self.wait(f"job {job_id} is still in flight (D365 status {last or 'unknown'})")
+            self.wait(f"job {job_id} is still in flight (D365 status {last or 'unknown'})", pause)
+            pause = min(pause * 1.5, max(self.poll_seconds, MAX_POLL_SECONDS))
+
+    def poll_job(self, job_id: str) -> bool:
+        """The monitor's step for this one job; True when it finished the job. Skipped (False) while the
+        timer's monitor holds the lease: that run polls the job itself."""
+        try:
+            with self.store.lease(
+                self.settings.state_container, layout.MONITOR_LOCK, seconds=self.settings.lease_seconds
+            ):
+                monitor = _Monitor(self.context, self.settings, datetime.now(UTC), self.sleep, time.monotonic)
+                with log_context(job_id=job_id):
+                    monitor.poll(job_id)
+        except LeaseUnavailableError:
+            return False
+        return job_id in monitor.report.finished
 
     def final(self, stored_as: str, job_id: str | None) -> Followed:
         container, _, name = stored_as.partition("/")
@@ -187,7 +215,9 @@ def follow_import(
     sleep: Callable[[float], None] = time.sleep,
 ) -> Followed:
     """Run the intake for inbound blob ``name`` (routed as ``match``) and follow it to its status record;
-    progress lines go to ``log``. :class:`FollowTimeout` after ``timeout`` seconds."""
+    progress lines go to ``log``. :class:`FollowTimeout` after ``timeout`` seconds. D365 is asked about
+    the job right away, ``poll_seconds`` later, then at growing intervals (at most every
+    :data:`MAX_POLL_SECONDS`)."""
     follower = _Follower(
         context, settings, match, name, sha256, log, poll_seconds, time.monotonic() + timeout, sleep
     )

@@ -23,23 +23,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from ops.common import load_settings
+from ops.common import OpsError, load_settings, open_context
 from ops.follow import Followed, follow_import
 from ops.progress import Progress, ProgressReader, format_bytes
 from shared.context import AppContext
 from shared.d365.connector import ConnectorClient, DataJobState
 from shared.d365.errors import D365Error
 from shared.pipelines.exports.blob_writer import BlockBlobWriter
-from shared.pipelines.imports.routing import RouteMatch, RoutingError, resolve
+from shared.pipelines.imports.routing import InputKind, RouteMatch, RoutingError, resolve
 from shared.pipelines.imports.settings import ImportSettings, Route
 
 __all__ = ["EnqueueRequest", "ImportRequest", "OpsError", "enqueue_file", "import_file", "route_blob_name"]
 
 CHUNK = 1024 * 1024
-
-
-class OpsError(Exception):
-    """A refusal of an operator command, said in one line (``ops: <message>``)."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +93,22 @@ def route_blob_name(
             f"route {route.name!r} takes the legal entity from {source}: this file would go to "
             f"{match.legal_entity or 'the default company'!r}, not {company!r}"
         )
+    _check_entity(match)
     return name, match
+
+
+def _check_entity(match: RouteMatch) -> None:
+    """A data file needs an entity whose ``file_pattern`` matches it: the intake builds the package from
+    that entry (a File job sending the file as is uses the route's ``entity``)."""
+    route = match.route
+    if match.kind != InputKind.RAW or (route.is_recurring and route.send_as == "file"):
+        return
+    if route.entity_for(match.file_name) is None:
+        patterns = ", ".join(repr(e.file_pattern) for e in route.entities) or "none"
+        raise OpsError(
+            f"route {route.name!r} has no entity for {match.file_name!r} (file patterns: {patterns}); "
+            "the intake would reject it"
+        )
 
 
 def _upload(
@@ -132,7 +143,7 @@ def import_file(settings_path: str | None, request: ImportRequest, out: TextIO, 
     path = Path(request.file)
     if not path.is_file():
         raise OpsError(f"{request.file}: no such file")
-    context = AppContext.from_settings(load_settings(settings_path, [ImportSettings]))
+    context = open_context(load_settings(settings_path, [ImportSettings]))
     try:
         settings = context.settings.section(ImportSettings)
         route = _route(settings, request.route)
@@ -187,7 +198,7 @@ def enqueue_file(
     path = Path(request.file)
     if not path.is_file():
         raise OpsError(f"{request.file}: no such file")
-    context = AppContext.from_settings(load_settings(settings_path))
+    context = open_context(load_settings(settings_path))
     try:
         connector = ConnectorClient(context.transport)
         size = path.stat().st_size

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from ops.common import load_settings
+from ops.common import load_settings, open_context
 from shared.context import AppContext
 
 FORMATS = ("json", "csv")
@@ -83,7 +83,7 @@ def stream_rows(context: AppContext, request: QueryRequest, out: TextIO) -> int:
 
 def query(settings_path: str | None, request: QueryRequest, output: str | None, stdout: TextIO) -> int:
     """Run the query against the settings' D365; returns the exit status (errors propagate to the caller)."""
-    context = AppContext.from_settings(load_settings(settings_path))
+    context = open_context(load_settings(settings_path))
     try:
         if output is None:
             stream_rows(context, request, stdout)

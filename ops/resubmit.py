@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import TextIO
 
-from ops.common import load_settings
+from ops.common import load_settings, open_context
 from ops.follow import follow_import
 from ops.importing import OpsError, print_followed
 from shared.context import AppContext
@@ -29,6 +29,7 @@ from shared.pipelines.imports.settings import ImportSettings
 __all__ = ["ResubmitRequest", "resubmit"]
 
 UNROUTED = "_unrouted"  # the errors folder of files no route served
+MAX_PATH_CHARS = 1100  # a blob name: at most 1024 characters; the container and ".status.json" may come too
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,25 @@ def _check_route(settings: ImportSettings, route: str) -> None:
     if route != UNROUTED and all(r.name != route for r in settings.routes):
         known = ", ".join([*(r.name for r in settings.routes), UNROUTED])
         raise OpsError(f"no import route named {route!r} in IMPORT_ROUTES (routes: {known})")
+
+
+def check_path(path: str) -> None:
+    """Refuse a PATH no failed import can have before storage sees it (storage would answer with a raw
+    ``InvalidResourceName``): ``.``/``..`` or empty segments, backslashes, control characters, too long."""
+    name = path.strip().lstrip("/")
+    segments = name.split("/")
+    problem = None
+    if not name:
+        problem = "it is empty"
+    elif any(segment in ("", ".", "..") for segment in segments):
+        problem = "it has an empty, '.' or '..' segment"
+    elif "\\" in name or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        problem = "it has a backslash or a control character"
+    elif len(name) > MAX_PATH_CHARS:
+        problem = f"it is longer than {MAX_PATH_CHARS} characters"
+    if problem:
+        shown = " ".join(path.split())[:200]
+        raise OpsError(f"{shown!r} is not the path of a failed import: {problem} (--list shows them)")
 
 
 def _choose(failures: list[Failure], route: str, file_name: str) -> Failure:
@@ -89,7 +109,7 @@ def _print(out: TextIO, request: ResubmitRequest, report: ResubmitReport) -> Non
 
 
 def resubmit(settings_path: str | None, request: ResubmitRequest, out: TextIO, err: TextIO) -> int:
-    context = AppContext.from_settings(load_settings(settings_path, [ImportSettings]))
+    context = open_context(load_settings(settings_path, [ImportSettings]))
     try:
         settings = context.settings.section(ImportSettings)
         if request.list_only:
@@ -101,6 +121,7 @@ def resubmit(settings_path: str | None, request: ResubmitRequest, out: TextIO, e
             _check_route(settings, request.route)
             failures = find_failures(context, request.route, request.file_name, settings=settings)
             path = _choose(failures, request.route, request.file_name).path
+        check_path(path)
         try:
             report = resubmit_import(context, path, settings=settings)
         except ResubmitError as exc:

@@ -37,6 +37,8 @@ def _when(stamp: str) -> str:
 
 
 def _routes(overview: Overview) -> list[str]:
+    if "imports" in overview.unknown:
+        return [_UNKNOWN]
     if not overview.routes:
         return ["  (no import route configured and no file seen)"]
     width = max(12, *(len(r.route) for r in overview.routes))
@@ -94,6 +96,9 @@ def _event(event: EventRow) -> str:
     )
 
 
+_UNKNOWN = "  unknown: could not be gathered (see Problems)"
+
+
 def _section(title: str, rows: list[str], empty: str) -> list[str]:
     return ["", title, *(rows or [f"  {empty}"])]
 
@@ -105,18 +110,27 @@ def format_overview(overview: Overview) -> str:
     lines = [f"Operations overview at {_when(overview.generated_at)} (recent = last {window})"]
     lines += _section("Pipelines by route", _routes(overview), "")
     jobs = [line for job in overview.in_flight for line in _job(job)]
-    lines += _section(
-        f"In-flight imports ({overview.in_flight_total}, {len(overview.stuck)} stuck)", jobs, "none"
-    )
+    if "imports" in overview.unknown:
+        lines += _section("In-flight imports (unknown)", [_UNKNOWN], "")
+    else:
+        lines += _section(
+            f"In-flight imports ({overview.in_flight_total}, {len(overview.stuck)} stuck)", jobs, "none"
+        )
     failures = [line for f in overview.failures for line in _failure(f)]
     lines += _section(f"Recent failures ({len(overview.failures)})", failures, "none")
     title = (
-        f"Business events: {counts.get('updated', 0)} in the window, {counts.get('retrying', 0)} retrying, "
-        f"{counts.get('poisoned', 0)} poisoned"
+        f"Business events: {counts.get('received', 0)} received in the window, "
+        f"{counts.get('retrying', 0)} retrying, {counts.get('poisoned', 0)} poisoned"
     )
-    lines += _section(title, [_event(e) for e in overview.events], "none")
+    if "business events" in overview.unknown:
+        lines += _section("Business events: unknown", [_UNKNOWN], "")
+    else:
+        lines += _section(title, [_event(e) for e in overview.events], "none")
     exports = [f"  {_when(x.at)}  {x.kind} {x.name}  {x.outcome}  {x.subject}" for x in overview.exports]
-    lines += _section(f"Recent exports ({len(overview.exports)})", exports, "none")
+    if "exports" in overview.unknown:
+        lines += _section("Recent exports (unknown)", [_UNKNOWN], "")
+    else:
+        lines += _section(f"Recent exports ({len(overview.exports)})", exports, "none")
     if overview.notes:
         lines += _section("Notes", [f"  - {note}" for note in overview.notes], "")
     if overview.problems:

@@ -160,6 +160,8 @@ def test_a_failed_import_is_resubmitted_once_however_often_asked(
     assert result["status"]["d365"]["status"] == "ProcessedWithErrors"
     assert "\r" not in imported.stderr  # no progress bar on a pipe
     assert "intake: sent" in imported.stderr
+    # operator-run work is logged on the terminal, not in Application Insights: its alert lines show
+    assert "ERROR IMPORT_JOB_FAILED: D365 finished the import with errors" in imported.stderr
     failed = result["stored_as"]
     errors = settings["IMPORT_ERRORS_CONTAINER"]
     assert failed.startswith(f"{errors}/customers/")
@@ -223,7 +225,9 @@ def test_a_failed_import_is_resubmitted_once_however_often_asked(
     assert read_json(blobs, state, entry_name)["resubmissions"] == 2
 
 
-def test_bad_selections_are_one_error_line(settings: dict[str, str], tmp_path: Path) -> None:
+def test_bad_selections_are_one_error_line(
+    settings: dict[str, str], blobs: BlobServiceClient, tmp_path: Path
+) -> None:
     errors = settings["IMPORT_ERRORS_CONTAINER"]
     missing = run_ops(settings, tmp_path, "resubmit", f"{errors}/customers/2026/01/01/x/nope.csv")
     assert missing.returncode == 1
@@ -255,6 +259,45 @@ def test_bad_selections_are_one_error_line(settings: dict[str, str], tmp_path: P
     no_activity = run_ops(settings, tmp_path, "export-now", "--activity", "nosuch")
     assert no_activity.returncode == 1
     assert "no export activity named 'nosuch'" in assert_one_error_line(no_activity)
+
+    outside = run_ops(settings, tmp_path, "resubmit", "../../etc/passwd")
+    assert outside.returncode == 1
+    assert "'../../etc/passwd' is not the path of a failed import" in assert_one_error_line(outside)
+
+    csv_only = {"entity": "Customer groups", "source_format": "CSV", "file_pattern": "*.csv"}
+    packaged = {**GROUPS_ROUTE, "send_as": "package", "entities": [csv_only]}  # built from *.csv entries
+    patterned = {**settings, "IMPORT_ROUTES": json.dumps([packaged])}
+    text_file = tmp_path / "g.txt"
+    text_file.write_text("CustomerGroupId,Description\nG1,One\n", encoding="utf-8")
+    unmatched = run_ops(patterned, tmp_path, "import", str(text_file), "--route", "groups")
+    assert unmatched.returncode == 1
+    line = assert_one_error_line(unmatched)
+    assert "route 'groups' has no entity for 'g.txt' (file patterns: '*.csv')" in line
+    assert names(blobs, settings["IMPORT_INBOUND_CONTAINER"]) == []  # refused before the upload
+
+
+def test_import_wait_follows_only_its_own_file(
+    settings: dict[str, str], blobs: BlobServiceClient, tmp_path: Path
+) -> None:
+    settings = {**settings, "IMPORT_RETRY_AFTER_MINUTES": "0"}  # the monitor's sweep would take any file
+    inbound, state = settings["IMPORT_INBOUND_CONTAINER"], settings["IMPORT_STATE_CONTAINER"]
+    blobs.create_container(inbound)
+    blobs.get_blob_client(inbound, "groups/other.csv").upload_blob(b"CustomerGroupId,Description\nO1,x\n")
+    context = AppContext.from_settings(Settings.from_env(settings))
+    try:
+        other = import_blob(context, "groups/other.csv")  # another file in flight: the timer's business
+    finally:
+        context.close()
+    assert other.outcome == "sent", other
+    blobs.get_blob_client(inbound, "groups/waiting.csv").upload_blob(b"CustomerGroupId,Description\nW1,x\n")
+
+    data = tmp_path / "mine.csv"
+    data.write_text("CustomerGroupId,Description\nM1,Mine\n", encoding="utf-8")
+    waited = run_ops(settings, tmp_path, "import", str(data), "--route", "groups", "--wait", "--json")
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    assert json.loads(waited.stdout)["outcome"] == "succeeded"
+    assert f"jobs/{other.job_id}.json" in names(blobs, state)  # D365 finished it too; left to the timer
+    assert "groups/waiting.csv" in names(blobs, inbound)  # no sweep of inbound either
 
 
 def test_import_and_enqueue_show_a_progress_bar_on_a_terminal(
