@@ -1,7 +1,9 @@
 """The operations page (function key): pipeline counts, in-flight and stuck imports, recent failures with
 D365's detail, recent business events and exports, as one server-rendered HTML page.
 
-One function serves both URLs, so the function key that opened the page also opens its links:
+One function serves both URLs, so the function key that opened the page (``?code=``) also opens its links;
+a key sent in the ``x-functions-key`` header is never copied into the page (the links then carry no key,
+and the page says so). Open it with the function key, not the master key: the links carry the key as is.
 
 - ``GET /api/operations``: the page (``?format=json``: the same overview as JSON);
 - ``GET /api/operations/record?path=<container>/<blob>``: one stored status record as JSON (only status
@@ -52,5 +54,7 @@ def operations_page(req: func.HttpRequest) -> func.HttpResponse:
     overview = gather_overview(context)
     if req.params.get("format", "").lower() == "json":
         return _response(json.dumps(overview.to_dict(), indent=2), 200, "application/json")
-    key = req.params.get("code") or req.headers.get("x-functions-key")
-    return _response(render_page(overview, PageLinks(_page_path(req, view), key)), 200, "text/html")
+    key = req.params.get("code") or None
+    header_key = bool(req.headers.get("x-functions-key"))
+    links = PageLinks(_page_path(req, view), key, header_key=header_key)
+    return _response(render_page(overview, links), 200, "text/html")

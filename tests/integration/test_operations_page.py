@@ -24,6 +24,9 @@ import requests
 
 from localstack.processes import ROOT
 from shared.context import AppContext
+from shared.events.handler_api import HandlerContext, HandlerResult, PermanentHandlerError
+from shared.events.handlers import HandlerRegistry
+from shared.events.model import BusinessEvent
 from shared.events.settings import BusinessEventSettings
 from shared.pipelines.business_events import process_stored_event, receive_events
 from shared.pipelines.exports.layout import package_name
@@ -93,22 +96,38 @@ def _seed_imports(stack: ImportStack, emulator: EmulatorInfo) -> str:
     return slow.job_id
 
 
+def _refusing(event: BusinessEvent, context: HandlerContext) -> HandlerResult:
+    raise PermanentHandlerError(f"the target refused invoice {event.fields.get('InvoiceId')}")
+
+
 def _seed_events(env: dict[str, str]) -> dict[str, str]:
-    """In order: ControlNumber 100, then 50 (out of order), then 100 again under a new EventId (duplicate)."""
-    events = {
-        "first": make_event(ControlNumber=100),
-        "late": make_event(ControlNumber=50),
-        "again": make_event(ControlNumber=100),
+    """In order: ControlNumber 100, then 50 (out of order), then 100 again under a new EventId (duplicate),
+    then one whose handler refuses it for good (poisoned). Raised now, as D365 does."""
+    now = datetime.now(UTC)
+    raised = {
+        "EventTime": f"/Date({int(now.timestamp()) * 1000})/",
+        "EventTimeIso8601": now.strftime("%Y-%m-%dT%H:%M:%S.0000000Z"),
     }
+    events = {
+        "first": make_event(ControlNumber=100, **raised),
+        "late": make_event(ControlNumber=50, **raised),
+        "again": make_event(ControlNumber=100, **raised),
+        "poisoned": make_event(ControlNumber=200, InvoiceId="CIV-REFUSED", **raised),
+    }
+    refusing = HandlerRegistry()
+    refusing.register("*", _refusing, name="refusing")
     context = AppContext.from_settings(Settings.from_env(env))
     try:
         settings = context.settings.section(BusinessEventSettings)
         raw = context.store.container(settings.raw_container)
-        for event in events.values():
+        for role, event in events.items():
             answer = receive_events(context, body_of(event), {"Content-Type": "application/json"})
             assert answer.status == 200, answer.body
             [name] = [b.name for b in raw.list_blobs() if event["EventId"] in b.name]
-            assert process_stored_event(context, name).outcome == "processed"
+            if role == "poisoned":
+                assert process_stored_event(context, name, registry=refusing).outcome == "poisoned"
+            else:
+                assert process_stored_event(context, name).outcome == "processed"
     finally:
         context.close()
     return {role: str(event["EventId"]) for role, event in events.items()}
@@ -227,7 +246,13 @@ def test_the_overview_counts_what_storage_holds(seeded: Seeded) -> None:
     assert (first["out_of_order"], first["duplicate"]) == (False, False)
     assert (late["out_of_order"], late["duplicate"]) == (True, False)
     assert again["duplicate"] is True
-    assert overview["event_counts"]["updated"] == 3
+    assert overview["event_counts"] == {"received": 4, "retrying": 0, "poisoned": 1}
+    [poisoned] = [f for f in overview["failures"] if f["kind"] == "business-event"]
+    assert seeded.events["poisoned"] in poisoned["subject"]
+    assert poisoned["outcome"] == "poisoned"
+    assert "the target refused invoice CIV-REFUSED" in poisoned["message"]
+    assert poisoned["reason_code"] is None  # not the business event's id dressed up as a reason
+    assert overview["unknown"] == []
     [export] = overview["exports"]
     assert (export["name"], export["outcome"]) == ("sales-orders", "succeeded")
     assert "sig=" not in answer.text
@@ -243,6 +268,16 @@ def test_the_html_page_links_carry_the_key_and_allow_no_script(seeded: Seeded) -
     assert f"code={quote(seeded.key, safe='')}" in answer.text
     assert "<script" not in answer.text
     assert _get(seeded, "operations/other").status_code == 404
+
+
+def test_a_key_sent_in_a_header_is_not_copied_into_the_page(seeded: Seeded) -> None:
+    answer = requests.get(
+        f"{seeded.base_url}/api/operations", headers={"x-functions-key": seeded.key}, timeout=60
+    )
+    assert answer.status_code == 200, answer.text
+    assert seeded.key not in answer.text
+    assert quote(seeded.key, safe="") not in answer.text
+    assert "links carry no key" in answer.text
 
 
 def test_record_links_serve_status_records_and_nothing_else(seeded: Seeded) -> None:
@@ -297,13 +332,16 @@ def test_the_page_in_headless_chromium(seeded: Seeded) -> None:
             event_row = page.locator(f'[data-event="{seeded.events["again"]}"]')
             assert "duplicate" in event_row.inner_text()
             assert "out of order" in page.locator(f'[data-event="{seeded.events["late"]}"]').inner_text()
+            assert page.locator('[data-card="Events poisoned"] .n').inner_text() == "1"
+            assert "the target refused invoice CIV-REFUSED" in failures.inner_text()
+            assert "reason SalesInvoicePostedBusinessEvent" not in failures.inner_text()
             SCREENSHOT.parent.mkdir(exist_ok=True)
             page.screenshot(path=str(SCREENSHOT), full_page=True)
-            failures.get_by_role("link", name="status record").first.click()
+            partial = failures.locator(".failure", has_text="PartiallySucceeded")
+            partial.get_by_role("link", name="status record").click()
             page.wait_for_load_state()
             record = json.loads(page.locator("body").inner_text())
-            assert record["kind"] == "import"
-            assert record["outcome"] in ("partially_succeeded", "rejected")
+            assert (record["kind"], record["outcome"]) == ("import", "partially_succeeded")
         finally:
             browser.close()
 

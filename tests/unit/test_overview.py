@@ -26,7 +26,7 @@ from shared.pipelines.overview import (
 from shared.pipelines.overview.events import event_row, mark_duplicates
 from shared.pipelines.overview.imports import day_prefixes, job_route, route_for
 
-RULES = RecordRules(frozenset({"archive", "errors", "exports"}), "state", "evstate")
+RULES = RecordRules(frozenset({"archive", "errors", "exports"}), "state", "evstate", "evpoison")
 
 
 @pytest.mark.parametrize(
@@ -37,6 +37,8 @@ RULES = RecordRules(frozenset({"archive", "errors", "exports"}), "state", "evsta
         "exports/sales-orders/2026/11/26/3f2c.zip.status.json",
         "state/inflight/groups-0123456789abcdef/a.csv.status.json",
         "evstate/business-events/3294CCE0-5FC8-401C-A56A-FAD2B45DE24E.json",
+        "evpoison/3294CCE0-5FC8-401C-A56A-FAD2B45DE24E.json",
+        "evpoison/_unreadable/stray/readme.txt.json",
     ],
 )
 def test_status_records_of_the_apps_containers_are_allowed(path: str) -> None:
@@ -67,6 +69,8 @@ def test_status_records_of_the_apps_containers_are_allowed(path: str) -> None:
         "evstate/control-numbers/x/usmf.json",
         "azure-webjobs-secrets/host/host.json",
         "inbound/x.status.json",
+        "evpoison/../evstate/x.json",
+        "evpoison/x.txt",
         "errors/" + "a" * 1100 + ".status.json",
     ],
 )
@@ -206,7 +210,7 @@ def _overview(evil: str = "<script>alert(1)</script>") -> Overview:
         in_flight_total=1,
         failures=[failure],
         events=[event],
-        event_counts={"updated": 1, "retrying": 0, "poisoned": 2},
+        event_counts={"received": 1, "retrying": 0, "poisoned": 2},
         problems=[f"exports: {evil}"],
     )
 
@@ -251,3 +255,43 @@ def test_the_report_lists_the_same_facts() -> None:
     assert "[duplicate] [out of order]" in text
     assert "Problems" in text
     assert re.search(r"total\s+2\s+1\s+1\s+5\s+1", text)
+
+
+def test_a_key_from_a_header_is_never_copied_into_the_page() -> None:
+    page = render_page(_overview(), PageLinks("/api/operations", None, header_key=True))
+    assert not [href for href in re.findall(r'href="([^"]*)"', page) if "code=" in href]
+    assert "links carry no key" in page
+    opened_with_code = render_page(_overview(), PageLinks("/api/operations", "k", header_key=True))
+    assert "links carry no key" not in opened_with_code
+
+
+def test_parts_not_gathered_are_unknown_not_zero() -> None:
+    overview = _overview("evil")
+    overview.unknown = ["imports", "business events"]
+    page = render_page(overview, PageLinks("/api/operations"))
+    assert (
+        'data-card="Waiting in inbound" title="could not be gathered: see above"><div class="n">?</div>'
+        in page
+    )
+    assert (
+        'data-card="Events poisoned" title="could not be gathered: see above"><div class="n">?</div>' in page
+    )
+    assert "Unknown: the imports could not be gathered" in page
+    assert "Failures of the imports, business events could not be gathered" in page
+    text = format_overview(overview)
+    assert "unknown: could not be gathered (see Problems)" in text
+    assert "In-flight imports (unknown)" in text
+    assert "Business events: unknown" in text
+    assert overview.to_dict()["totals"] is None
+
+
+def test_a_resubmitted_failure_says_so() -> None:
+    overview = _overview()
+    overview.failures[0].resubmitted = {
+        "at": "2026-11-26T04:00:00Z",
+        "to": "inbound/groups/a.csv",
+        "attempt": 1,
+    }
+    page = render_page(overview, PageLinks("/api/operations"))
+    assert "re-submitted</span>" in page
+    assert "re-submitted 2026-11-26 04:00:00Z as <code>inbound/groups/a.csv</code> (attempt 1)" in page

@@ -1,9 +1,22 @@
-"""The business-event side of the overview: recent events with duplicate and out-of-order markers.
+"""The business-event side of the overview: recent events with duplicate and out-of-order markers, and the
+poisoned ones among the failures.
 
-What is stored (``shared.events.layout``, ``sequence``): one processing record per event in
-``{state}/business-events/{EventId}.json`` (a ``shared.status`` record whose ``correlation`` names the
-business event, legal entity and ControlNumber, and whose ``details.sequence`` holds the ControlNumber
-verdict of its latest attempt), retry markers in ``business-events-retry/`` and poison records.
+What is stored (``shared.events.layout``): each event as received in
+``{raw}/{BusinessEventId}/{legal entity}/{yyyy}/{mm}/{dd}/{EventId}.json`` (created once: its last-modified
+time is its receipt), one processing record per event in ``{state}/business-events/{EventId}.json`` (a
+``shared.status`` record whose ``correlation`` names the business event, legal entity and ControlNumber,
+and whose ``details.sequence`` holds the ControlNumber verdict of its latest attempt), retry markers in
+``business-events-retry/`` and one poison record per poisoned event in ``{poison}/``.
+
+Where each fact comes from, so it stays right after millions of events (the state folder is flat and in
+EventId order, so a capped listing of it is an arbitrary subset):
+
+- *recent events*: the raw container's date folders of the window's days (plus ``_LATE_DAYS`` before it:
+  the folder's date is the event's own time, and D365 may deliver late), only blobs received within the
+  window, newest receipt first; each shown row reads its processing record (none yet: "received").
+- *failures*: the poison records themselves (newest first) — an event is in the poison container exactly
+  while it is poisoned (a replay deletes its record).
+- counts: raw blobs received in the window, retry markers, poison records.
 
 Markers:
 
@@ -11,20 +24,29 @@ Markers:
 - *duplicate*: D365 sent the same business event again under another EventId: two events shown with the
   same business event, legal entity and ControlNumber (the later ones are marked), or an event whose first
   attempt found its own ControlNumber already at the high-water mark. A redelivery of the *same* EventId
-  is answered "duplicate" on receipt and never stored twice, so it has no row of its own.
+  is answered "duplicate" on receipt and never stored twice, so it has no row of its own (the receiver
+  records no count of them: only its ``EVENT_RECEIVED`` log line with ``status=duplicate`` shows them).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import datetime, timedelta
+from pathlib import PurePosixPath
 from typing import Any
 
-from shared.events.layout import RETRY_PREFIX, STATE_PREFIX
+from shared.events.layout import RETRY_PREFIX, state_path
 from shared.events.settings import BusinessEventSettings
-from shared.pipelines.overview.listing import Lister
-from shared.pipelines.overview.model import EventRow, Failure, Overview, as_dict
+from shared.pipelines.overview.imports import day_prefixes
+from shared.pipelines.overview.listing import Listed, Lister
+from shared.pipelines.overview.model import EventRow, Failure, Overview, as_dict, as_list
 
 __all__ = ["event_row", "gather_events", "mark_duplicates"]
+
+#: Days before the window whose raw folders are listed too (an event delivered up to this late is seen).
+_LATE_DAYS = 2
+_ERRORS_SHOWN = 3
+_FRACTION = re.compile(r"\.\d+(?=Z|[+-]\d\d:\d\d$)")  # whole seconds, like every other record's times
 
 
 def _int(value: Any) -> int | None:
@@ -35,13 +57,13 @@ def _int(value: Any) -> int | None:
     return None
 
 
-def event_row(record: dict[str, Any], record_path: str, raw_container: str) -> EventRow:
+def event_row(record: dict[str, Any], record_path: str | None, raw_container: str) -> EventRow:
     correlation, details = as_dict(record.get("correlation")), as_dict(record.get("details"))
     sequence = as_dict(details.get("sequence"))
     subject = str(record.get("subject") or "")
     attempts = _int(details.get("attempts")) or 0
     row = EventRow(
-        event_id=str(correlation.get("event_id") or record_path.rsplit("/", 1)[-1].removesuffix(".json")),
+        event_id=str(correlation.get("event_id") or PurePosixPath(subject or record_path or "").stem),
         business_event_id=str(correlation.get("business_event_id") or ""),
         legal_entity=str(correlation.get("legal_entity") or ""),
         control_number=_int(correlation.get("control_number")),
@@ -77,38 +99,99 @@ def mark_duplicates(rows: list[EventRow]) -> None:
             row.duplicate_reason = f"same ControlNumber {row.control_number} as event {earlier.event_id}"
 
 
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _received(lister: Lister, raw: str, *, now: datetime, since: datetime) -> list[Listed]:
+    """Raw events received within the window, newest first (``{be}/{le}/{yyyy}/{mm}/{dd}/`` folders)."""
+    days = day_prefixes(since - timedelta(days=_LATE_DAYS), now + timedelta(days=1))  # +1: clock skew
+    found: list[Listed] = []
+    for event_folder in lister.folders(raw):
+        for entity_folder in lister.folders(raw, event_folder):
+            for day in reversed(days):
+                found += [
+                    b for b in lister.blobs(raw, f"{entity_folder}{day}")
+                    if b.name.endswith(".json") and b.last_modified >= since
+                ]  # fmt: skip
+    found.sort(key=lambda b: (b.last_modified, b.name), reverse=True)
+    return found
+
+
+def _unprocessed_row(blob: Listed) -> EventRow:
+    """An event stored but without a processing record yet (its trigger has not run, or not got far)."""
+    segments = blob.name.split("/")
+    at = _iso(blob.last_modified)
+    return EventRow(
+        event_id=PurePosixPath(blob.name).stem,
+        business_event_id=segments[0] if len(segments) > 1 else "",
+        legal_entity=segments[1] if len(segments) > 2 else "",
+        control_number=None,
+        outcome="received",
+        message="stored; processing has not begun",
+        attempts=0,
+        created=at,
+        updated=at,
+        record_path=None,
+        raw_path=blob.path,
+        received=at,
+    )
+
+
+def _poison_failure(record: dict[str, Any], blob: Listed, settings: BusinessEventSettings) -> Failure:
+    event_id = str(record.get("event_id") or "")
+    attempts = record.get("attempts")
+    error = str(record.get("error") or "")
+    if record.get("permanent") is True:
+        message = f"poisoned (a permanent error): {error}"
+    elif isinstance(attempts, int):
+        message = f"poisoned after {attempts} attempt(s): {error}"
+    else:
+        message = f"poisoned: {error}"
+    errors = [str(e.get("error") or "") for e in as_list(record.get("errors")) if isinstance(e, dict)]
+    return Failure(
+        kind="business-event",
+        subject=str(record.get("blob") or blob.path),
+        outcome="poisoned",
+        message=message,
+        at=_FRACTION.sub("", str(record.get("poisoned_at") or "")) or _iso(blob.last_modified),
+        # the event's processing record (attempts, errors, sequence); the poison record for an unreadable blob
+        record_path=f"{settings.state_container}/{state_path(event_id)}" if event_id else blob.path,
+        errors=[e for e in errors[-_ERRORS_SHOWN:] if e and e != error],
+    )
+
+
 def gather_events(
-    overview: Overview, lister: Lister, settings: BusinessEventSettings, *, since: datetime, recent: int
+    overview: Overview,
+    lister: Lister,
+    settings: BusinessEventSettings,
+    *,
+    now: datetime,
+    since: datetime,
+    recent: int,
 ) -> None:
     """Fill ``overview.events``, ``event_counts`` and the poisoned events among ``failures``."""
-    records = [
-        b for b in lister.blobs(settings.state_container, STATE_PREFIX)
-        if b.name.endswith(".json") and b.last_modified >= since
-    ]  # fmt: skip
+    received = _received(lister, settings.raw_container, now=now, since=since)
     retrying = lister.blobs(settings.state_container, RETRY_PREFIX)
     poisoned = lister.blobs(settings.poison_container)
     overview.event_counts = {
-        "updated": len(records),
+        "received": len(received),
         "retrying": len(retrying),
         "poisoned": len(poisoned),
     }
     rows: list[EventRow] = []
-    for blob in sorted(records, key=lambda b: b.last_modified, reverse=True)[:recent]:
-        record = lister.read_json(blob.container, blob.name)
-        if record is not None:
-            rows.append(event_row(record, blob.path, settings.raw_container))
+    for blob in received[:recent]:
+        path = state_path(PurePosixPath(blob.name).stem)
+        record = lister.read_json(settings.state_container, path)
+        if record is None:
+            rows.append(_unprocessed_row(blob))
+            continue
+        row = event_row(record, f"{settings.state_container}/{path}", settings.raw_container)
+        row.received = _iso(blob.last_modified)
+        rows.append(row)
     mark_duplicates(rows)
     overview.events = rows
-    for row in rows:
-        if row.poisoned or row.outcome == "failed":
-            overview.failures.append(
-                Failure(
-                    kind="business-event",
-                    subject=row.raw_path,
-                    outcome="poisoned" if row.poisoned else row.outcome,
-                    message=row.message,
-                    at=row.updated,
-                    record_path=row.record_path,
-                    reason_code=row.business_event_id or None,
-                )
-            )
+    for blob in sorted(poisoned, key=lambda b: (b.last_modified, b.name), reverse=True)[:recent]:
+        poison = lister.read_json(blob.container, blob.name)
+        if poison is not None:
+            overview.failures.append(_poison_failure(poison, blob, settings))

@@ -1,7 +1,9 @@
 """The operations page: an ``Overview`` as one server-rendered HTML page (inline CSS, no script, no build).
 
-Every value is HTML-escaped; links carry the function key they were opened with (``?code=``) so a click
-works, and the page tells the browser not to send its URL on as a referrer.
+Every value is HTML-escaped; links carry the function key the page was opened with in its URL (``?code=``)
+so a click works — never a key that came in a header, which the page must not copy into its HTML — and the
+page tells the browser not to send its URL on as a referrer. A part that could not be gathered is shown as
+unknown ("?"), never as zero.
 """
 
 from __future__ import annotations
@@ -11,7 +13,17 @@ from dataclasses import dataclass
 from html import escape
 from urllib.parse import quote, urlencode
 
-from shared.pipelines.overview.model import EventRow, ExportRow, Failure, InflightJob, Overview, RouteCounts
+from shared.pipelines.overview.model import (
+    EVENTS,
+    EXPORTS,
+    IMPORTS,
+    EventRow,
+    ExportRow,
+    Failure,
+    InflightJob,
+    Overview,
+    RouteCounts,
+)
 
 __all__ = ["SECURITY_HEADERS", "PageLinks", "render_page"]
 
@@ -27,10 +39,13 @@ SECURITY_HEADERS = {
 
 @dataclass(frozen=True)
 class PageLinks:
-    """URLs on the page: ``page`` is the page's own path (``/api/operations``), ``key`` the function key."""
+    """URLs on the page: ``page`` is the page's own path (``/api/operations``), ``key`` the function key from
+    the page's own URL (``?code=``); ``header_key``: the page was opened with an ``x-functions-key`` header,
+    so its links carry no key (the page says so)."""
 
     page: str
     key: str | None = None
+    header_key: bool = False
 
     def _with(self, target: str, /, **params: str) -> str:
         if self.key:
@@ -92,6 +107,7 @@ border-radius:8px;padding:10px 14px;margin-bottom:10px}
 .box ul{margin:4px 0 0 18px;padding:0}
 a{color:var(--accent)}
 .scroll{overflow-x:auto}.nw{white-space:nowrap}.nw code{word-break:normal}
+.card.unknown{border-style:dashed}.card.unknown .n{color:var(--muted)}
 """
 
 
@@ -144,19 +160,22 @@ def _cards(overview: Overview) -> str:
     events = overview.event_counts
     window = f"{overview.window_hours:g} h"
     cards = [
-        ("Waiting in inbound", totals["waiting"], ""),
-        ("In flight", totals["in_flight"], ""),
-        ("Stuck", len(overview.stuck), "warn" if overview.stuck else ""),
-        (f"Archived · {window}", totals["archived"], ""),
-        (f"Failed · {window}", totals["failed"], "bad" if totals["failed"] else ""),
-        (f"Events · {window}", events.get("updated", 0), ""),
-        ("Events retrying", events.get("retrying", 0), "warn" if events.get("retrying") else ""),
-        ("Events poisoned", events.get("poisoned", 0), "bad" if events.get("poisoned") else ""),
+        (IMPORTS, "Waiting in inbound", totals["waiting"], ""),
+        (IMPORTS, "In flight", totals["in_flight"], ""),
+        (IMPORTS, "Stuck", len(overview.stuck), "warn" if overview.stuck else ""),
+        (IMPORTS, f"Archived · {window}", totals["archived"], ""),
+        (IMPORTS, f"Failed · {window}", totals["failed"], "bad" if totals["failed"] else ""),
+        (EVENTS, f"Events received · {window}", events.get("received", 0), ""),
+        (EVENTS, "Events retrying", events.get("retrying", 0), "warn" if events.get("retrying") else ""),
+        (EVENTS, "Events poisoned", events.get("poisoned", 0), "bad" if events.get("poisoned") else ""),
     ]
     body = "".join(
-        f'<div class="card {css}" data-card="{_e(label)}"><div class="n">{n}</div>'
+        f'<div class="card unknown" data-card="{_e(label)}" title="could not be gathered: see above">'
+        f'<div class="n">?</div><div class="l">{_e(label)}</div></div>'
+        if part in overview.unknown
+        else f'<div class="card {css}" data-card="{_e(label)}"><div class="n">{n}</div>'
         f'<div class="l">{_e(label)}</div></div>'
-        for label, n, css in cards
+        for part, label, n, css in cards
     )
     return f'<section class="cards">{body}</section>'
 
@@ -226,6 +245,13 @@ def _failure(failure: Failure, links: PageLinks) -> str:
         facts.append(f"{failure.error_count} error(s) reported by D365")
     if failure.reason_code:
         facts.append(f"reason <code>{_e(failure.reason_code)}</code>")
+    again = failure.resubmitted
+    if again is not None:
+        parts[2:2] = [_badge("re-submitted", "b-info")]
+        facts.append(
+            f"re-submitted {_when(str(again.get('at') or ''))} as <code>{_e(again.get('to'))}</code> "
+            f"(attempt {_e(again.get('attempt'))})"
+        )
     if facts:
         parts.append(f'<div class="muted">{" · ".join(facts)}</div>')
     if failure.errors:
@@ -261,17 +287,18 @@ def _markers(event: EventRow) -> str:
 
 def _events(events: list[EventRow], links: PageLinks) -> str:
     if not events:
-        return '<p class="empty">No business event processed in this window.</p>'
+        return '<p class="empty">No business event received in this window.</p>'
     rows = [
-        f'<tr data-event="{_e(e.event_id)}"><td class=nw>{_when(e.updated)}</td>'
+        f'<tr data-event="{_e(e.event_id)}"><td class=nw>{_when(e.received)}</td>'
         f"<td>{_e(e.business_event_id)}</td>"
         f"<td>{_e(e.legal_entity)}</td><td class=num>{_e(_or_dash(e.control_number))}</td>"
-        f"<td>{_badge(e.outcome)}</td><td class=num>{e.attempts}</td><td>{_markers(e)}</td>"
+        f'<td title="updated {_when(e.updated)}">{_badge(e.outcome)}</td><td class=num>{e.attempts}</td>'
+        f"<td>{_markers(e)}</td>"
         f"<td class=nw><code>{_e(e.event_id)}</code></td>"
         f"<td class=nw>{_record_link(links, e.record_path)}</td></tr>"
         for e in events
     ]
-    head = ("Updated", "Business event", "Legal entity", "ControlNumber", "Outcome", "Attempts", "Markers",
+    head = ("Received", "Business event", "Legal entity", "ControlNumber", "Outcome", "Attempts", "Markers",
             "EventId", "")  # fmt: skip
     return _table(head, rows, numeric=(3, 5))
 
@@ -299,9 +326,28 @@ def _boxes(overview: Overview) -> str:
     return html
 
 
-def _section(title: str, count: int | None, body: str, anchor: str) -> str:
-    shown = f' <span class="count">({count})</span>' if count is not None else ""
-    return f'<section id="{anchor}"><h2>{_e(title)}{shown}</h2>{body}</section>'
+def _section(title: str, count: int | str | None, body: str, anchor: str) -> str:
+    shown = f' <span class="count">({_e(count)})</span>' if count is not None else ""
+    return f'<section id="{_e(anchor)}"><h2>{_e(title)}{shown}</h2>{body}</section>'
+
+
+_UNKNOWN = '<p class="empty">Unknown: the {part} could not be gathered (see the box above).</p>'
+
+
+def _part(overview: Overview, part: str, count: int, body: str) -> tuple[int | str, str]:
+    """A section's count and body, or "?" and why when its part could not be gathered."""
+    if part in overview.unknown:
+        return "?", _UNKNOWN.format(part=_e(part))
+    return count, body
+
+
+def _key_note(links: PageLinks) -> str:
+    if not links.header_key or links.key:
+        return ""
+    return (
+        ' · <span title="the page never copies a key from a header into its links">links carry no key: '
+        "open the page with <code>?code=&lt;function key&gt;</code> to follow them</span>"
+    )
 
 
 def render_page(overview: Overview, links: PageLinks) -> str:
@@ -311,9 +357,13 @@ def render_page(overview: Overview, links: PageLinks) -> str:
     body = [
         _cards(overview),
         _boxes(overview),
-        _section("Pipelines by route", None, _routes(overview.routes), "routes"),
         _section(
-            "In-flight imports", overview.in_flight_total, _inflight(overview.in_flight, links), "in-flight"
+            "Pipelines by route", None, _part(overview, IMPORTS, 0, _routes(overview.routes))[1], "routes"
+        ),
+        _section(
+            "In-flight imports",
+            *_part(overview, IMPORTS, overview.in_flight_total, _inflight(overview.in_flight, links)),
+            "in-flight",
         ),
     ]
     if stuck:
@@ -325,16 +375,20 @@ def render_page(overview: Overview, links: PageLinks) -> str:
     failures = "".join(_failure(f, links) for f in overview.failures) or (
         f'<p class="empty">No failure in the last {_e(window)}.</p>'
     )
+    if overview.unknown:
+        missing = ", ".join(_e(part) for part in overview.unknown)
+        failures = f'<p class="muted">Failures of the {missing} could not be gathered.</p>' + failures
     body += [
         _section(f"Recent failures · {window}", len(overview.failures), failures, "failures"),
         _section(
             f"Recent business events · {window}",
-            len(overview.events),
-            _events(overview.events, links),
+            *_part(overview, EVENTS, len(overview.events), _events(overview.events, links)),
             "events",
         ),
         _section(
-            f"Recent exports · {window}", len(overview.exports), _exports(overview.exports, links), "exports"
+            f"Recent exports · {window}",
+            *_part(overview, EXPORTS, len(overview.exports), _exports(overview.exports, links)),
+            "exports",
         ),
     ]
     return (
@@ -344,6 +398,7 @@ def render_page(overview: Overview, links: PageLinks) -> str:
         f"<title>Operations · D365 integration</title><style>{_CSS}</style></head><body>"
         "<header><h1>D365 integration · Operations</h1>"
         f'<div class="meta">Generated {_when(overview.generated_at)} · window {_e(window)} · '
-        f"{_link(links.refresh(), 'refresh')} · {_link(links.as_json(), 'JSON')}</div></header>"
+        f"{_link(links.refresh(), 'refresh')} · {_link(links.as_json(), 'JSON')}{_key_note(links)}</div>"
+        "</header>"
         f"<main>{''.join(body)}</main></body></html>"
     )

@@ -98,6 +98,7 @@ def failure_from_record(record: dict[str, Any], path: str, *, route: str | None 
         error_files=[_text(f) for f in files[:10]],
         summary_page_url=_text(d365.get("summary_page_url")) or None,
         reason_code=_text(details.get("reason_code")) or None,
+        resubmitted=as_dict(details.get("resubmitted")) or None,
     )
 
 

@@ -5,7 +5,20 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["EventRow", "ExportRow", "Failure", "InflightJob", "Overview", "RouteCounts"]
+__all__ = [
+    "EVENTS",
+    "EXPORTS",
+    "IMPORTS",
+    "EventRow",
+    "ExportRow",
+    "Failure",
+    "InflightJob",
+    "Overview",
+    "RouteCounts",
+]
+
+#: The overview's parts (``Overview.unknown`` names those that could not be gathered).
+IMPORTS, EVENTS, EXPORTS = "imports", "business events", "exports"
 
 
 @dataclass
@@ -58,11 +71,13 @@ class Failure:
     error_files: list[str] = field(default_factory=list)
     summary_page_url: str | None = None
     reason_code: str | None = None
+    resubmitted: dict[str, Any] | None = None  # ``ops resubmit`` put the input back: at, to, attempt
 
 
 @dataclass
 class EventRow:
-    """A business event's processing record, with what its ControlNumber says about order and repeats."""
+    """A received business event and its processing record (``outcome`` "received" while it has none),
+    with what its ControlNumber says about order and repeats."""
 
     event_id: str
     business_event_id: str
@@ -73,8 +88,9 @@ class EventRow:
     attempts: int
     created: str
     updated: str
-    record_path: str
+    record_path: str | None  # None: no processing record yet
     raw_path: str
+    received: str = ""  # when the raw blob was stored
     out_of_order: bool = False
     high_water_mark: int | None = None
     duplicate: bool = False
@@ -102,10 +118,11 @@ class Overview:
     in_flight_total: int = 0  # job records listed; more than ``in_flight`` when past the read limit
     failures: list[Failure] = field(default_factory=list)
     events: list[EventRow] = field(default_factory=list)
-    event_counts: dict[str, int] = field(default_factory=dict)  # updated (window), retrying, poisoned
+    event_counts: dict[str, int] = field(default_factory=dict)  # received (window), retrying, poisoned
     exports: list[ExportRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # listings cut at the cap, D365 not asked...
     problems: list[str] = field(default_factory=list)  # a part that could not be gathered, and why
+    unknown: list[str] = field(default_factory=list)  # parts not gathered: imports, business events, exports
 
     @property
     def stuck(self) -> list[InflightJob]:
@@ -117,7 +134,7 @@ class Overview:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["totals"] = self.totals()
+        data["totals"] = None if IMPORTS in self.unknown else self.totals()
         data["stuck"] = [job.job_id for job in self.stuck]
         return data
 

@@ -5,7 +5,8 @@ app's own containers are served —
 
 - ``.status.json`` records in the imports' archive and errors containers, in the exports container, and
   beside in-flight inputs (``{import state}/inflight/...``);
-- business-event processing records, ``{event state}/business-events/{EventId}.json``.
+- business-event processing records, ``{event state}/business-events/{EventId}.json``, and poison records
+  (``{poison}/**.json``: the only record of a stored blob that was not a readable event).
 
 No empty, ``.`` or ``..`` segment, no backslash, no control character, no other container or blob.
 """
@@ -22,7 +23,8 @@ from shared.events.layout import STATE_PREFIX
 from shared.events.settings import BusinessEventSettings
 from shared.pipelines.exports.settings import ExportSettings
 from shared.pipelines.imports.settings import ImportSettings
-from shared.pipelines.overview.listing import Lister
+from shared.pipelines.overview.listing import Lister, StorageUnavailableError
+from shared.pipelines.overview.settings import OverviewSettings
 from shared.redact import redact_text
 from shared.settings import ConfigurationError
 from shared.status import STATUS_SUFFIX
@@ -45,6 +47,7 @@ class RecordRules:
     status_containers: frozenset[str]  # any ``*.status.json`` in these
     inflight_container: str  # ``inflight/**/*.status.json``
     event_state_container: str  # ``business-events/{EventId}.json``
+    poison_container: str = ""  # any ``*.json``
 
     @classmethod
     def from_context(cls, context: AppContext) -> RecordRules:
@@ -55,6 +58,7 @@ class RecordRules:
             frozenset({imports.archive_container, imports.errors_container, exports.container}),
             imports.state_container,
             events.state_container,
+            events.poison_container,
         )
 
 
@@ -80,6 +84,8 @@ def check_record_path(path: str, rules: RecordRules) -> tuple[str, str]:
         and _EVENT_RECORD.match(name[len(STATE_PREFIX) :])
     ):
         return container, name
+    if rules.poison_container and container == rules.poison_container and name.endswith(".json"):
+        return container, name
     raise RecordPathError("only status records of this app's containers are served")
 
 
@@ -97,13 +103,18 @@ def read_status_record(context: AppContext, path: str) -> RecordAnswer:
     """The record at ``path`` as pretty JSON (redacted once more), after :func:`check_record_path`."""
     try:
         rules = RecordRules.from_context(context)
+        bounds = context.settings.section(OverviewSettings)
     except ConfigurationError as exc:  # the containers are not known: nothing can be checked
         return _error(503, "invalid configuration: " + "; ".join(exc.problems))
     try:
         container, name = check_record_path(path.strip(), rules)
     except RecordPathError as exc:
         return _error(400, str(exc))
-    record: dict[str, Any] | None = Lister(context.blob_service, 1).read_json(container, name)
+    try:
+        lister = Lister(context.blob_service, 1, seconds=bounds.storage_seconds)
+        record: dict[str, Any] | None = lister.read_json(container, name)
+    except StorageUnavailableError as exc:
+        return _error(503, str(exc))
     if record is None:
         return _error(404, "no such status record (it may have moved on: refresh the page)")
     return RecordAnswer(200, redact_text(json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False)))

@@ -12,6 +12,9 @@ App settings (all optional):
 - ``OVERVIEW_D365_STATUS_LIMIT`` (10, 0-100): in-flight jobs whose status is asked of D365 live (oldest
   first; 0 = never ask, show what the import monitor last recorded).
 - ``OVERVIEW_D365_SECONDS`` (5, up to 60): no new D365 status call starts after this many seconds.
+- ``OVERVIEW_STORAGE_SECONDS`` (20, up to 120): no new storage call starts after this many seconds; each
+  call is one attempt (3 s to connect, at most 10 s to answer), and none follows a connection failure.
+  The parts not gathered by then are shown as unknown.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class OverviewSettings:
     inflight_limit: int = 50
     d365_status_limit: int = 10
     d365_seconds: float = 5.0
+    storage_seconds: float = 20.0
 
     @classmethod
     def from_reader(cls, reader: SettingsReader) -> Self:
@@ -42,4 +46,5 @@ class OverviewSettings:
             inflight_limit=reader.integer("OVERVIEW_INFLIGHT_LIMIT", 50, minimum=1, maximum=500),
             d365_status_limit=reader.integer("OVERVIEW_D365_STATUS_LIMIT", 10, minimum=0, maximum=100),
             d365_seconds=reader.number("OVERVIEW_D365_SECONDS", 5.0, above=True, maximum=60),
+            storage_seconds=reader.number("OVERVIEW_STORAGE_SECONDS", 20.0, above=True, maximum=120),
         )
