@@ -18,7 +18,7 @@ from shared.events.layout import state_path
 from shared.events.settings import BusinessEventProcessingSettings, BusinessEventSettings
 from shared.status import Outcome
 
-__all__ = ["events_flow"]
+__all__ = ["event_problems", "events_flow"]
 
 
 class _Seen:
@@ -95,45 +95,87 @@ def _grouped(paths: list[str], what: str) -> list[str]:
     return [f"{folder}/<EventId>.json  ({n} {what})" for folder, n in sorted(folders.items())]
 
 
-def _verdict(stack: Stack, seen: _Seen, deliveries: list[dict[str, Any]]) -> FlowResult:
-    processing = stack.settings.section(BusinessEventProcessingSettings)
-    raw_container = stack.settings.section(BusinessEventSettings).raw_container
-    ours = [d for d in deliveries if d["event_id"] in seen.found]
-    copies = Counter(d["event_id"] for d in ours)
-    delivered = sum(1 for d in ours if d["outcome"] == "delivered")
+def event_problems(
+    found: Mapping[str, tuple[str, dict[str, Any], str]],
+    deliveries: list[dict[str, Any]],
+    *,
+    stored: Mapping[str, int],
+    documents: Mapping[str, dict[str, Any] | None],
+    enriched_container: str,
+) -> list[str]:
+    """What differs from docs/demo.md's "passes when" for the events of this run (``found``: EventId ->
+    (ExecutionId, processing record, raw blob)): each delivered at least twice and every delivery accepted,
+    stored once (``stored``: EventId -> stored copies), processed once, enriched (``documents``: an
+    enriched output -> its JSON, None when absent) with D365's record."""
     problems: list[str] = []
-    enriched: list[str] = []
-    for event_id, (_, record, _) in sorted(seen.found.items()):
+    copies = Counter(d["event_id"] for d in deliveries if d["event_id"] in found)
+    refused = [d for d in deliveries if d["event_id"] in found and d["outcome"] != "delivered"]
+    for event_id, (_, record, _) in sorted(found.items()):
         details = record.get("details", {})
+        if copies[event_id] < 2:
+            problems.append(
+                f"event {event_id} was delivered {copies[event_id]} time(s), not twice (the endpoint's "
+                "duplicate delivery was off): the receiver's deduplication was not shown"
+            )
+        if stored.get(event_id, 0) != 1:
+            problems.append(f"event {event_id} is stored {stored.get(event_id, 0)} time(s), not once")
         if record["outcome"] != Outcome.SUCCEEDED:
             problems.append(f"event {event_id}: {record.get('message', '')}")
         elif int(details.get("attempts", 0)) != 1:
             problems.append(f"event {event_id} was processed in {details.get('attempts')} attempts")
-        outputs = [o for o in details.get("outputs", []) if o.startswith(f"{processing.enriched_container}/")]
-        enriched += outputs
+        outputs = _enriched(record, enriched_container)
         for output in outputs[:1]:
-            container, _, name = output.partition("/")
-            document = json.loads(stack.read(container, name) or b"{}")
-            if not document.get("record"):
+            if not (documents.get(output) or {}).get("record"):
                 problems.append(f"event {event_id}: the enriched document {output} has no D365 record")
         if record["outcome"] == Outcome.SUCCEEDED and not outputs:
             problems.append(
                 f"event {event_id} was not enriched: BUSINESS_EVENTS_HANDLERS has no enrich handler for "
                 f"{IMPORT_STATUS_EVENT} (handled by {', '.join(details.get('completed_handlers', []))})"
             )
-    duplicated = sum(1 for n in copies.values() if n > 1)
-    if delivered < len(ours):
+    if refused:
         problems.append(
-            f"{len(ours) - delivered} of {len(ours)} deliveries were not accepted by the receiver"
+            f"{len(refused)} of {sum(copies.values())} deliveries were not accepted by the receiver"
         )
+    return problems
+
+
+def _enriched(record: Mapping[str, Any], container: str) -> list[str]:
+    return [o for o in record.get("details", {}).get("outputs", []) if o.startswith(f"{container}/")]
+
+
+def _stored_copies(stack: Stack, raw_blob: str, event_id: str) -> int:
+    """The blobs holding ``event_id`` in its raw blob's folder (the receiver's one conditional create)."""
+    container, _, name = raw_blob.partition("/")
+    folder = name.rsplit("/", 1)[0] + "/"
+    return sum(1 for found in stack.names(container, folder) if event_id in found.rsplit("/", 1)[-1])
+
+
+def _verdict(stack: Stack, seen: _Seen, deliveries: list[dict[str, Any]]) -> FlowResult:
+    enriched_container = stack.settings.section(BusinessEventProcessingSettings).enriched_container
+    raw_container = stack.settings.section(BusinessEventSettings).raw_container
+    ours = [d for d in deliveries if d["event_id"] in seen.found]
+    copies = Counter(d["event_id"] for d in ours)
+    enriched = [o for _, record, _ in seen.found.values() for o in _enriched(record, enriched_container)]
+    documents: dict[str, dict[str, Any] | None] = {}
+    for _, record, _ in seen.found.values():
+        for output in _enriched(record, enriched_container)[:1]:
+            container, _, name = output.partition("/")
+            data = stack.read(container, name)
+            documents[output] = None if data is None else dict(json.loads(data))
+    stored = {event_id: _stored_copies(stack, raw, event_id) for event_id, (_, _, raw) in seen.found.items()}
+    problems = event_problems(
+        seen.found, deliveries, stored=stored, documents=documents, enriched_container=enriched_container
+    )
+    duplicated = sum(1 for n in copies.values() if n > 1)
     count = len(seen.found)
     headline = (
         f"{count} {IMPORT_STATUS_EVENT} raised by the imports, {len(ours)} deliveries "
-        f"({duplicated} event(s) sent twice on purpose), each stored once and processed once, "
-        f"{len(enriched)} enriched with D365's job record"
+        f"({duplicated} event(s) sent twice on purpose)"
     )
     if problems:
         headline += ": " + "; ".join(problems[:3])
+    else:
+        headline += f", each stored once and processed once, {len(enriched)} enriched with D365's job record"
     received = [raw for _, _, raw in seen.found.values() if raw.startswith(f"{raw_container}/")]
     where = _grouped(received, "as received") + _grouped(enriched, "enriched with the D365 record")
     state = stack.settings.section(BusinessEventSettings).state_container

@@ -48,7 +48,13 @@ def dequeue_flow(stack: Stack, *, timeout: float) -> FlowResult:
     path = f"{settings.container}/{state['path']}"
     details = record.get("details", {})
     acked = bool(state.get("acked_at"))
-    ok = record["outcome"] == Outcome.SUCCEEDED and acked
+    problems = [] if record["outcome"] == Outcome.SUCCEEDED else [str(record.get("message", ""))]
+    if activity.unpack and not details.get("unpacked_to"):  # the activity's own options (EXPORT_ACTIVITIES)
+        problems.append("not unpacked beside the package")
+    manifest = str(details.get("manifest") or "")
+    if activity.manifest and not (manifest and stack.exists(*manifest.split("/", 1))):
+        problems.append("its manifest record is not stored")
+    ok = acked and not problems
     headline = (
         f"recurring export job {activity.name!r} ({activity.key}): package {correlation} "
         f"({message.get('size', 0):,} bytes) dequeued, stored"
@@ -56,8 +62,8 @@ def dequeue_flow(stack: Stack, *, timeout: float) -> FlowResult:
     )
     if details.get("files"):
         headline += f", {details['files']} file(s) unpacked"
-    if not ok:
-        headline += f": {record.get('message', '')}"
+    if problems:
+        headline += f": {'; '.join(problems)}"
     where = [f"{path}  (+ {STATUS_SUFFIX})"]
     if details.get("unpacked_to"):
         where.append(f"{details['unpacked_to']}  (unpacked files)")
@@ -90,7 +96,8 @@ def dmf_export_flow(stack: Stack, *, timeout: float) -> FlowResult:
     state = eventually(stack, finished, timeout=timeout, what=f"DMF export {execution} finished")
     path = f"{settings.container}/{state['path']}"
     record = stack.read_json(settings.container, status_name(str(state["path"]))) or {}
-    ok = state.get("outcome") == Outcome.SUCCEEDED
+    succeeded = state.get("outcome") == Outcome.SUCCEEDED
+    ok = succeeded and bool(record) and stack.exists(settings.container, str(state["path"]))
     status = record.get("d365", {}).get("status", "?")
     headline = (
         f"DMF export {job.name!r}: ExportToPackage of {job.definition_group!r} "
@@ -98,6 +105,8 @@ def dmf_export_flow(stack: Stack, *, timeout: float) -> FlowResult:
     )
     if ok:
         headline += f"package stored ({int(state.get('bytes') or 0):,} bytes)"
+    elif succeeded:
+        headline += f"succeeded, but {path} or its status record is missing"
     else:
         headline += f"{state.get('outcome')}: {state.get('message', '')}"
     if earlier:

@@ -9,7 +9,6 @@ import threading
 import time
 from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from contextlib import suppress
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -119,8 +118,10 @@ def run_demo(
     finally:
         if stack is not None:
             if endpoint is not None:
-                with suppress(Exception):
+                try:
                     stop_duplicates(stack)
+                except Exception as exc:  # say so: the emulator would go on sending every event twice
+                    say(f"  could not switch the emulator's duplicate delivery off: {redact_text(str(exc))}")
             stack.close()
     report.seconds = time.monotonic() - began
     if stop.is_set():
