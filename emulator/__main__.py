@@ -173,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # The DMF family talks to Azurite through the storage SDK, which logs every request at INFO.
+    logging.getLogger("azure").setLevel(max(logging.WARNING, logging.getLogger().level))
     config = EmulatorConfig(
         host=args.host,
         port=args.port,
