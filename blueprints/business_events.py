@@ -18,6 +18,7 @@ import azure.functions as func
 
 from shared.context import get_context
 from shared.events.settings import blob_source_name, raw_container_name
+from shared.logs import log_context
 from shared.pipelines.business_events import (
     process_stored_event,
     receive_events,
@@ -59,7 +60,8 @@ def business_events_receive(req: func.HttpRequest) -> func.HttpResponse:
 def business_events_process(stored: func.InputStream) -> None:
     """Run the handlers of one stored event; handler failures are retried by the timer, not the host."""
     result = process_stored_event(get_context(), stored.name or "")
-    log.info("business event %s: %s %s", result.event_id, result.outcome, result.message)
+    with log_context(event_id=result.event_id, blob=result.blob):
+        log.info("business event %s: %s %s", result.event_id, result.outcome, result.message)
 
 
 @bp.function_name("business_events_retry")

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 import azure.functions as func
 
 from shared.context import get_context
+from shared.logs import log_context
 from shared.pipelines.exports import RunReport, dequeue_all_exports, run_all_dmf_exports
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves __init__ untyped
@@ -35,7 +36,8 @@ def _log_reports(what: str, timer: func.TimerRequest, reports: list[RunReport]) 
         log.warning("%s%s: nothing configured", what, late)
         return
     for report in reports:
-        log.log(logging.INFO if report.ok else logging.ERROR, "%s%s: %s", what, late, report.summary())
+        with log_context(**report.log_ids):  # activity / dmf_job and execution ids, as the pipeline's lines
+            log.log(logging.INFO if report.ok else logging.ERROR, "%s%s: %s", what, late, report.summary())
     failed = [r.name for r in reports if not r.ok]
     total = sum(r.bytes for r in reports) / (1024 * 1024)
     log.log(

@@ -31,6 +31,7 @@ import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob_sdk  # type: ignore[import-untyped]  # no py.typed
 
 from shared.context import get_context
+from shared.logs import log_context
 from shared.pipelines.imports import import_blob, monitor_imports
 from shared.trigger_source import blob_trigger_source
 
@@ -49,7 +50,14 @@ def import_inbound_file(blob: blob_sdk.BlobClient) -> None:
     """Import the dropped file (the binding is a client for it; its bytes are not read here)."""
     container, name = str(blob.container_name), str(blob.blob_name)
     report = import_blob(get_context(), name)
-    log.info("import of %s/%s: %s", container, name, json.dumps(report.to_dict()))
+    with log_context(
+        file=f"{container}/{name}",
+        route=report.route,
+        job_id=report.job_id,
+        execution_id=report.execution_id,
+        message_id=report.message_id,
+    ):  # the pipeline's scope has closed: the summary line carries the same ids as its lines
+        log.info("import of %s/%s: %s", container, name, json.dumps(report.to_dict()))
 
 
 @bp.function_name("import_monitor")

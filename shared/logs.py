@@ -11,7 +11,10 @@ Two ways a Python function's log record reaches Application Insights, and why li
 So every value is written both ways: appended to the message as ``key=value`` pairs after ``" | "`` (values
 with spaces, quotes, ``|`` or ``=`` are JSON-quoted) and set as a record attribute prefixed ``app_``
 (``customDimensions.app_execution_id``) — the prefix keeps them clear of ``LogRecord``'s own names. Every
-value passes through ``shared.redact`` first.
+value passes through ``shared.redact`` first. The fields start at the message's **first** ``|``: a ``|`` in
+the text before them (D365's error strings hold `` | url=… | request_id=…``) is written as ``¦``, so a
+parser never takes the text's ``url=`` or ``request_id=`` for a field (the last ``|`` would not do: a
+quoted value may hold one).
 
 - :func:`log_context` — a correlation scope (a ``ContextVar``): a pipeline opens one per unit of work
   (``event_id``, ``message_id``, ``execution_id``, ``job_id``, ``file``, ``route``, ...); :func:`annotate`
@@ -19,6 +22,8 @@ value passes through ``shared.redact`` first.
   them. Thread pools do not inherit a scope: wrap the submitted function with :func:`carry_log_context`.
 - :func:`log_event` — a named event, ``NAME: human text | key=value ...`` (the scope's ids included), that
   alert rules key on; every name is documented in docs/observability.md (a test checks).
+- :func:`log_crash` — an exception escaping a pipeline, logged as ``PIPELINE_CRASHED`` inside the scope (so
+  with its ids) before it goes on to the host, which logs it without them.
 
 Where the ids are added: a ``LogRecord`` factory (installed once, chained to the previous one, when the
 first scope opens), not a filter. A filter on a logger only sees records created at that very logger, and
@@ -46,12 +51,14 @@ __all__ = [
     "ATTRIBUTE_PREFIX",
     "EVENT_ATTRIBUTE",
     "FIELD_SEPARATOR",
+    "TEXT_BAR",
     "annotate",
     "carry_log_context",
     "current_log_context",
     "format_fields",
     "install",
     "log_context",
+    "log_crash",
     "log_event",
 ]
 
@@ -59,8 +66,10 @@ __all__ = [
 ATTRIBUTE_PREFIX = "app_"
 #: The record attribute naming a :func:`log_event` (``customDimensions.app_event``).
 EVENT_ATTRIBUTE = "app_event"
-#: Between the message and its ``key=value`` fields.
+#: Between the message and its ``key=value`` fields: the first ``|`` of a line (the text's own are ``¦``).
 FIELD_SEPARATOR = " | "
+#: What a ``|`` in the text before the fields is written as.
+TEXT_BAR = "¦"
 
 _MAX_VALUE = 300
 _BARE = re.compile(r'[^\s"|=\\]+')
@@ -92,6 +101,11 @@ def _value(value: object) -> str:
     stripped = text.strip()
     text = redact_url(text) if "://" in stripped and " " not in stripped else redact_text(text)
     return text if len(text) <= _MAX_VALUE else text[: _MAX_VALUE - 1] + "…"
+
+
+def _text(text: str) -> str:
+    """The human part of a line: redacted, and without a ``|`` (the first one starts the fields)."""
+    return redact_text(text).replace("|", TEXT_BAR)
 
 
 def _clean(fields: Mapping[str, object]) -> dict[str, str]:
@@ -149,13 +163,14 @@ def log_event(logger: logging.Logger, name: str, level: int, text: str, /, **fie
     """Log the named event ``NAME: text | key=value ...``: ``fields`` first, then the scope's other ids.
 
     ``name`` is an upper-case constant documented in docs/observability.md; the record also carries
-    ``app_event`` and ``app_<key>`` attributes. ``text`` and every value are redacted.
+    ``app_event`` and ``app_<key>`` attributes. ``text`` and every value are redacted; a ``|`` in ``text``
+    becomes ``¦`` (the first ``|`` of the line is the field separator).
     """
     if not logger.isEnabledFor(level):
         return
     own = _clean(fields)
     merged = {**own, **{k: v for k, v in (_SCOPE.get() or {}).items() if k not in own}}
-    message = f"{name}: {redact_text(text)}"
+    message = f"{name}: {_text(text)}"
     if merged:
         message += FIELD_SEPARATOR + _render(merged)
     extra = {EVENT_ATTRIBUTE: name, **{ATTRIBUTE_PREFIX + key: value for key, value in merged.items()}}
@@ -167,13 +182,40 @@ def log_event(logger: logging.Logger, name: str, level: int, text: str, /, **fie
         _EMITTING.reset(token)
 
 
+@contextmanager
+def log_crash(
+    logger: logging.Logger, pipeline: str, *, expected: tuple[type[Exception], ...] = ()
+) -> Iterator[None]:
+    """Log an exception escaping the block as ``PIPELINE_CRASHED`` — with the scope's ids, so use it inside
+    :func:`log_context` — and re-raise it. The host logs it again, but only with the invocation's ids.
+    ``expected`` exceptions (a held lease the caller turns into "busy") pass unlogged."""
+    try:
+        yield
+    except expected:
+        raise
+    except Exception as exc:
+        # the exception's one-line text only: a traceback would bypass redaction (the host has it anyway)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        text = f"{pipeline} stopped on an unexpected {type(exc).__name__}" + (f": {first}" if first else "")
+        log_event(
+            logger, "PIPELINE_CRASHED", logging.ERROR, text, pipeline=pipeline, error=type(exc).__name__
+        )
+        raise
+
+
 def _with_correlation(record: logging.LogRecord, fields: Mapping[str, str]) -> None:
     for key, value in fields.items():
         setattr(record, ATTRIBUTE_PREFIX + key, value)
     suffix = FIELD_SEPARATOR + _render(fields)
-    if record.args:  # the suffix goes through "msg % args" with the rest of the message
-        suffix = suffix.replace("%", "%%")
-    record.msg = (record.msg if isinstance(record.msg, str) else str(record.msg)) + suffix
+    try:
+        # formatted now, so a "|" in an argument (an error's text) cannot pass for the field separator
+        text = record.getMessage()
+    except Exception:  # a bad format/args pair: leave it to the handler to report, as logging does
+        if record.args:  # the suffix goes through "msg % args" with the rest of the message
+            suffix = suffix.replace("%", "%%")
+        record.msg = str(record.msg).replace("|", TEXT_BAR) + suffix
+        return
+    record.msg, record.args = text.replace("|", TEXT_BAR) + suffix, ()
 
 
 def install() -> None:

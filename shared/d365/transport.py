@@ -7,7 +7,8 @@ injectable ``sleep`` and ``clock`` so tests assert waits without waiting.
 
 Thread safety: one transport may serve many threads at once. The pooled ``requests.Session`` is only read
 after construction (cookies are refused, so no shared state changes per call), the policy is immutable,
-per-call state lives on the stack and ``stats`` takes a lock. The token provider must be thread-safe itself.
+per-call state lives on the stack, and ``stats`` and the throttle window take a lock. The token provider
+must be thread-safe itself.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from shared.d365.retry import (
     is_idempotent,
     parse_retry_after,
 )
+from shared.d365.throttle_window import DEFAULT_ALERT_COUNT, DEFAULT_ALERT_SECONDS, ThrottleWindow
 from shared.d365.tokens import TokenProvider
 from shared.d365.transport_stats import TransportStats
 from shared.logs import log_event
@@ -104,6 +106,8 @@ class D365Transport:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         pool_maxsize: int = 32,
+        throttle_alert_count: int = DEFAULT_ALERT_COUNT,
+        throttle_alert_seconds: float = DEFAULT_ALERT_SECONDS,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -124,6 +128,8 @@ class D365Transport:
         # D365 counts against the caller ("continued demanding requests extend the interval", ref §2.3).
         self._gate_lock = threading.Lock()
         self._throttled_until = 0.0
+        # 429s across all calls of this transport: throttling spread thin is D365_THROTTLING_SUSTAINED
+        self._throttle_window = ThrottleWindow(throttle_alert_count, throttle_alert_seconds)
         _guard_urllib3_logging()
         self._owns_session = session is None
         if session is None:
@@ -410,6 +416,8 @@ class _Call:
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         if status == 429:
             self.throttled += 1
+            if self.authenticate and self.t._throttle_window.record(self.t._clock()):
+                self.log_sustained_throttling()
         decision = self.policy.decide(
             attempts=self.attempts - int(self.refreshed),
             throttled=self.throttled,
@@ -477,6 +485,23 @@ class _Call:
             waited_seconds=round(self.throttle_seconds, 1),
             attempts=self.attempts,
             outcome="failed" if failure is not None else "succeeded",
+            request_id=self.request_id,
+        )
+
+    def log_sustained_throttling(self) -> None:
+        """D365_THROTTLING_SUSTAINED: this 429 completed the transport's window (once per window)."""
+        window = self.t._throttle_window
+        log_event(
+            logger,
+            "D365_THROTTLING_SUSTAINED",
+            logging.WARNING,
+            f"{window.count} answers 429 from D365 within {window.seconds / 60:g} minutes on this instance; "
+            f"the latest to {self.method} {urlsplit(self.safe_url).path}",
+            throttled=window.count,
+            window_minutes=round(window.seconds / 60, 2),
+            host=self.t._origin[1],
+            method=self.method,
+            path=urlsplit(self.safe_url).path,
             request_id=self.request_id,
         )
 

@@ -42,7 +42,7 @@ from shared.events.model import (
 )
 from shared.events.sequence import SequenceVerdict, observe
 from shared.events.settings import BusinessEventProcessingSettings, BusinessEventSettings
-from shared.logs import log_context, log_event
+from shared.logs import log_context, log_crash, log_event
 from shared.pipelines.business_event_tags import mark_started
 from shared.redact import redact_text
 from shared.status import Outcome, StatusRecord
@@ -365,6 +365,7 @@ def process_stored_event(
     try:
         with (
             log_context(event_id=event.event_id, blob=raw_blob, mode=mode),
+            log_crash(log, "business_event", expected=(LeaseUnavailableError,)),
             context.store.lease(settings.raw_container, name, seconds=_LEASE_SECONDS) as lease,
         ):
             found = context.store.read_json(settings.state_container, state_path(event.event_id))

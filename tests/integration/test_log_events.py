@@ -48,8 +48,10 @@ def logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]
 
 
 def field(message: str, key: str) -> str | None:
-    """What the docs' KQL ``extract(@"\\bkey=(\\S+)", 1, message)`` (quoted values unquoted) finds."""
-    found = re.search(rf'\b{key}=("(?:[^"\\]|\\.)*"|\S+)', message)
+    """What the docs' KQL finds: ``fields = extract(@"\\| (.*)", 1, message)`` (after the first ``|``), then
+    ``extract(@"\\bkey=(\\S+)", 1, fields)`` (quoted values unquoted)."""
+    fields = re.search(r"\| (.*)", message)
+    found = re.search(rf'\b{key}=("(?:[^"\\]|\\.)*"|\S+)', fields.group(1) if fields else "")
     return None if found is None else found.group(1).strip('"')
 
 
@@ -219,6 +221,9 @@ def test_a_failed_ack_is_an_error_event_with_the_message_id(
     assert failed.levelno == logging.ERROR
     message = failed.getMessage()
     assert message.startswith("EXPORT_ACK_FAILED: stored but not acknowledged: ")
+    # D365's error text ends in " | url=… | request_id=…": text, shown with "¦", never read as fields
+    assert " ¦ request_id=" in message
+    assert (field(message, "url"), field(message, "request_id")) == (None, None)
     assert field(message, "message_id") == correlation_id
     assert (field(message, "activity"), field(message, "activity_id")) == ("customers", CUSTOMERS_EXPORT_ID)
     assert field(message, "path") == item.path

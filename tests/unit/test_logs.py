@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ from shared.logs import (
     format_fields,
     install,
     log_context,
+    log_crash,
     log_event,
 )
 
@@ -222,3 +224,68 @@ def test_a_disabled_level_costs_nothing(caplog: pytest.LogCaptureFixture) -> Non
     caplog.set_level(logging.WARNING, logger="tests.unit.logs")
     log_event(log, "EVENT_PROCESSED", logging.INFO, "quiet")
     assert messages(caplog.records) == []
+
+
+def fields_of(message: str) -> str:
+    """What docs/observability.md's KQL ``extract(@"\\| (.*)", 1, message)`` reads: after the first ``|``."""
+    found = re.search(r"\| (.*)", message)
+    return "" if found is None else found.group(1)
+
+
+def field(message: str, key: str) -> str | None:
+    found = re.search(rf'\b{key}=("(?:[^"\\]|\\.)*"|\S+)', fields_of(message))
+    return None if found is None else found.group(1).strip('"')
+
+
+D365_ERROR = "HTTP 400: bad row | url=https://d365.example/data/X | request_id=FROM-THE-TEXT"
+
+
+def test_a_bar_in_an_events_text_cannot_pass_for_the_field_separator(lines: Lines) -> None:
+    with log_context(file="inbound/a b.csv", note="a | b"):
+        log_event(log, "IMPORT_FAILED", logging.ERROR, f"refused: {D365_ERROR}", request_id="R1")
+    [line] = messages(lines)
+    assert line.startswith("IMPORT_FAILED: refused: HTTP 400: bad row ¦ url=https://d365.example/data/X ¦ ")
+    assert fields_of(line) == 'request_id=R1 file="inbound/a b.csv" note="a | b"'  # a quoted value keeps it
+    assert (field(line, "request_id"), field(line, "url")) == ("R1", None)
+
+
+def test_a_bar_in_a_plain_lines_arguments_cannot_either(lines: Lines) -> None:
+    with log_context(job_id="J1"):
+        log.warning("send failed: %s", D365_ERROR)
+        log.warning("literal | bar, %d%% done", 50)
+    first, second = messages(lines)
+    assert first == f"send failed: {D365_ERROR.replace('|', '¦')} | job_id=J1"
+    assert (field(first, "request_id"), field(first, "job_id")) == (None, "J1")
+    assert second == "literal ¦ bar, 50% done | job_id=J1"
+    assert lines[0].args == ()  # formatted once, here; handlers format it again harmlessly
+
+
+def test_a_bad_format_still_reaches_the_handler_with_the_ids() -> None:
+    with log_context(job_id="J1"):
+        record = logging.getLogRecordFactory()("x", logging.INFO, __file__, 1, "%d | items", ("nan",), None)
+    assert record.msg == "%d ¦ items | job_id=J1"  # logging reports the bad pair when it formats
+
+
+def test_a_crash_is_logged_inside_the_scope_with_its_ids_then_raised(lines: Lines) -> None:
+    def work() -> None:
+        with log_context(file="inbound/a.csv", route="groups"), log_crash(log, "import"):
+            annotate(job_id="J7")
+            raise KeyError("https://a.blob.core.windows.net/c/x?sv=1&sig=S3CR3T | no such column")
+
+    with pytest.raises(KeyError):
+        work()
+    [record] = lines.records()
+    assert record.levelno == logging.ERROR
+    assert getattr(record, EVENT_ATTRIBUTE) == "PIPELINE_CRASHED"
+    message = record.getMessage()
+    assert message.startswith("PIPELINE_CRASHED: import stopped on an unexpected KeyError: ")
+    assert "S3CR3T" not in message
+    assert fields_of(message) == "pipeline=import error=KeyError file=inbound/a.csv route=groups job_id=J7"
+
+
+def test_expected_exceptions_and_success_log_nothing(lines: Lines) -> None:
+    with log_crash(log, "import", expected=(LookupError,)):
+        pass
+    with pytest.raises(IndexError), log_crash(log, "import", expected=(LookupError,)):
+        raise IndexError("busy")
+    assert messages(lines) == []

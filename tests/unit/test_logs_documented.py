@@ -89,5 +89,18 @@ def test_every_event_says_level_fields_meaning_and_what_to_do() -> None:
 def test_every_alert_worthy_event_has_an_alert_query() -> None:
     alerts = DOC.read_text(encoding="utf-8").split("## Alert rules", 1)[1]
     for name in ("IMPORT_JOB_STUCK", "EVENT_POISONED", "D365_THROTTLED", "EXPORT_ACK_FAILED", "IMPORT_FAILED",
-                 "IMPORT_JOB_FAILED", "DMF_EXPORT_FAILED"):  # fmt: skip
+                 "IMPORT_JOB_FAILED", "DMF_EXPORT_FAILED", "D365_THROTTLING_SUSTAINED",
+                 "PIPELINE_CRASHED"):  # fmt: skip
         assert f'"{name}:"' in alerts, f"no alert query for {name}"
+
+
+def test_queries_read_fields_after_the_first_bar_not_from_the_whole_message() -> None:
+    """A D365 error in the text holds ``url=`` and ``request_id=``: a query must not take them for fields."""
+    queries = re.findall(r"```kusto\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.DOTALL)
+    assert len(queries) >= 10
+    for query in queries:
+        field_reads = re.findall(r"extract\(@['\"]\\b\w+=.*?, 1, (\w+)\)", query)
+        field_reads += re.findall(r"(\w+) contains \"(?:status|outcome)=", query)  # a search may use message
+        assert all(source == "fields" for source in field_reads if source), query
+        if "fields" in query.replace("extend fields", ""):
+            assert 'extend fields = extract(@"\\| (.*)", 1, message)' in query, query

@@ -33,7 +33,7 @@ from azure.core.exceptions import AzureError, ResourceNotFoundError
 from shared.context import AppContext
 from shared.d365.connector import ConnectorClient, DequeuedMessage
 from shared.d365.errors import D365Error
-from shared.logs import log_context, log_event
+from shared.logs import current_log_context, log_context, log_crash, log_event
 from shared.pipelines.exports.blob_writer import BlockBlobWriter
 from shared.pipelines.exports.give_up import DownloadFailure, count_failure, give_up_text, mark_given_up
 from shared.pipelines.exports.layout import (
@@ -80,21 +80,23 @@ def dequeue_exports(
     budget = budget if budget is not None else RunBudget.from_settings(settings)
     run = _Run(context.store, settings, activity, connector or ConnectorClient(context.transport), now)
     started = budget.elapsed()
-    try:
-        with (
-            log_context(activity=activity.name, activity_id=activity.activity_id),
-            context.store.lease(
+    with (
+        log_context(activity=activity.name, activity_id=activity.activity_id),
+        log_crash(log, "export_dequeue"),
+    ):
+        try:
+            with context.store.lease(
                 settings.state_container, export_lock_name(activity.key), seconds=settings.lease_seconds
-            ),
-        ):
-            run.drain(budget)
-    except LeaseUnavailableError:
-        run.report.stopped_by = "lease_held"
-    except AzureError as exc:  # the lock itself could not be taken: storage is unreachable
-        run.report.stopped_by = "error"
-        run.report.errors.append(f"blob storage: {redact_text(str(exc).splitlines()[0])}")
-    run.report.seconds = budget.elapsed() - started
-    log.log(logging.INFO if run.report.ok else logging.WARNING, "%s", run.report.summary())
+            ):
+                run.drain(budget)
+        except LeaseUnavailableError:
+            run.report.stopped_by = "lease_held"
+        except AzureError as exc:  # the lock itself could not be taken: storage is unreachable
+            run.report.stopped_by = "error"
+            run.report.errors.append(f"blob storage: {redact_text(str(exc).splitlines()[0])}")
+        run.report.seconds = budget.elapsed() - started
+        run.report.log_ids = current_log_context()  # the trigger's summary line carries them too
+        log.log(logging.INFO if run.report.ok else logging.WARNING, "%s", run.report.summary())
     return run.report
 
 

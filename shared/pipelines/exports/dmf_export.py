@@ -32,7 +32,7 @@ from azure.core.exceptions import AzureError, ResourceNotFoundError
 from shared.context import AppContext
 from shared.d365.dmf import DmfActionError, DmfClient, ExecutionStatus, Poller, PollTimeoutError
 from shared.d365.errors import D365ClientError, D365Error
-from shared.logs import log_context, log_event
+from shared.logs import current_log_context, log_context, log_crash, log_event
 from shared.pipelines.exports.blob_writer import BlockBlobWriter
 from shared.pipelines.exports.layout import (
     dmf_execution_id,
@@ -88,21 +88,26 @@ def run_dmf_export(
         context.store, settings, job, dmf or DmfClient(context.odata, context.transport), sleep, budget
     )
     started = budget.elapsed()
-    try:
-        with (
-            log_context(dmf_job=job.name, definition_group=job.definition_group),
-            context.store.lease(
+    with (
+        log_context(dmf_job=job.name, definition_group=job.definition_group),
+        log_crash(log, "dmf_export"),
+    ):
+        try:
+            with context.store.lease(
                 settings.state_container, dmf_lock_name(job.name), seconds=settings.lease_seconds
-            ),
-        ):
-            run.execute(now)
-    except LeaseUnavailableError:
-        run.report.stopped_by = "lease_held"
-    except AzureError as exc:
-        run.report.stopped_by = "error"
-        run.report.errors.append(f"blob storage: {redact_text(str(exc).splitlines()[0])}")
-    run.report.seconds = budget.elapsed() - started
-    log.log(logging.INFO if run.report.ok else logging.WARNING, "%s", run.report.summary())
+            ):
+                run.execute(now)
+        except LeaseUnavailableError:
+            run.report.stopped_by = "lease_held"
+        except AzureError as exc:
+            run.report.stopped_by = "error"
+            run.report.errors.append(f"blob storage: {redact_text(str(exc).splitlines()[0])}")
+        run.report.seconds = budget.elapsed() - started
+        # the summary is about this period's execution (earlier unfinished ones have their own events)
+        period = dmf_period_start(now, job.period_minutes, job.offset_minutes)
+        with log_context(execution_id=dmf_execution_id(job.name, period)):
+            run.report.log_ids = current_log_context()  # the trigger's summary line carries them too
+            log.log(logging.INFO if run.report.ok else logging.WARNING, "%s", run.report.summary())
     return run.report
 
 

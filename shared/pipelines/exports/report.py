@@ -92,6 +92,7 @@ class RunReport:
     items: list[ItemReport] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    log_ids: dict[str, str] = field(default_factory=dict)  # the run's correlation ids, for log lines
 
     def add(self, item: ItemReport) -> ItemReport:
         self.items.append(item)

@@ -25,7 +25,7 @@ from shared.context import AppContext
 from shared.d365.connector import ConnectorClient
 from shared.d365.dmf import DmfClient
 from shared.d365.errors import D365Error
-from shared.logs import annotate, log_context, log_event
+from shared.logs import annotate, log_context, log_crash, log_event
 from shared.packages.errors import PackageRejected
 from shared.pipelines.imports import layout
 from shared.pipelines.imports.lease import InputGone, input_lease
@@ -83,22 +83,31 @@ def import_blob(
     inbound = settings.inbound_container
     blob = context.store.blob(inbound, blob_name)
     subject = f"{inbound}/{blob_name}"
-    try:
-        props = blob.get_blob_properties()
-    except ResourceNotFoundError:
-        return ImportReport(
-            subject, "gone", "the file is no longer in the inbound container (already handled)"
-        )
-    etag = str(props.etag)
-    drop = InputRef(inbound, blob_name, etag, layout.drop_id(inbound, blob_name, etag), int(props.size))
-    try:
-        with log_context(file=subject), input_lease(blob, seconds=settings.lease_seconds, etag=etag) as lease:
-            intake = _Intake(context, settings, drop, lease, sleep)
-            report = intake.run()
-    except LeaseUnavailableError:
-        report = ImportReport(subject, "busy", "another instance is processing this file")
-    except InputGone:
-        report = ImportReport(subject, "gone", "the file was moved or replaced meanwhile (handled elsewhere)")
+    # one scope for the whole run: the outcome event, and a crash (PIPELINE_CRASHED), carry the ids learnt
+    with log_context(file=subject), log_crash(log, "import"):
+        try:
+            props = blob.get_blob_properties()
+        except ResourceNotFoundError:
+            return ImportReport(
+                subject, "gone", "the file is no longer in the inbound container (already handled)"
+            )
+        etag = str(props.etag)
+        drop = InputRef(inbound, blob_name, etag, layout.drop_id(inbound, blob_name, etag), int(props.size))
+        try:
+            with input_lease(blob, seconds=settings.lease_seconds, etag=etag) as lease:
+                intake = _Intake(context, settings, drop, lease, sleep)
+                report = intake.run()
+        except LeaseUnavailableError:
+            report = ImportReport(subject, "busy", "another instance is processing this file")
+        except InputGone:
+            report = ImportReport(
+                subject, "gone", "the file was moved or replaced meanwhile (handled elsewhere)"
+            )
+        _log_outcome(subject, report)
+    return report
+
+
+def _log_outcome(subject: str, report: ImportReport) -> None:
     level = {"failed": logging.ERROR, "rejected": logging.WARNING, "deferred": logging.WARNING,
              "partially_succeeded": logging.WARNING}.get(report.outcome, logging.INFO)  # fmt: skip
     log_event(
@@ -114,7 +123,6 @@ def import_blob(
         reason=report.reason_code,
         stored_as=report.stored_as,
     )
-    return report
 
 
 class _Intake:

@@ -128,14 +128,18 @@ class _Monitor:
         for job_id in sorted(self.jobs.ids()):
             if self.out_of_time():
                 break
-            try:
-                with log_context(job_id=job_id):
+            with log_context(job_id=job_id):  # the failure line too carries the job's file, route, ...
+                try:
                     self.poll(job_id)
-            except Exception as exc:  # one job's trouble (D365 down, a storage error) must not stop the rest
-                self.report.poll_errors[job_id] = redact_text(f"{type(exc).__name__}: {exc}")
-                log_event(
-                    log, "IMPORT_POLL_FAILED", logging.WARNING, self.report.poll_errors[job_id], job_id=job_id
-                )
+                except Exception as exc:  # one job's trouble (D365 down, storage) must not stop the rest
+                    self.report.poll_errors[job_id] = redact_text(f"{type(exc).__name__}: {exc}")
+                    log_event(
+                        log,
+                        "IMPORT_POLL_FAILED",
+                        logging.WARNING,
+                        self.report.poll_errors[job_id],
+                        job_id=job_id,
+                    )
         self.sweep()
         return self.report
 
