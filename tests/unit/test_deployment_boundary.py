@@ -13,8 +13,9 @@ DEPLOYED = [
     *sorted((ROOT / "shared").rglob("*.py")),
 ]
 # Top-level modules the deployed code may import: the stdlib, requirements.txt and the app's own packages.
-# ``azurefunctions`` is the SDK-type blob binding (azurefunctions-extensions-bindings-blob).
-RUNTIME_PACKAGES = {"azure", "azurefunctions", "requests", "urllib3", "shared", "blueprints"}
+# ``azurefunctions`` is the SDK-type blob binding (azurefunctions-extensions-bindings-blob); ``isal`` the
+# optional fast deflate of the package builder.
+RUNTIME_PACKAGES = {"azure", "azurefunctions", "isal", "requests", "urllib3", "shared", "blueprints"}
 DEV_ONLY = ("emulator", "localstack", "runner", "ops", "tests", "bench", "demo")
 
 
@@ -63,5 +64,6 @@ def test_runtime_requirements_hold_only_runtime_packages() -> None:
         "azure-keyvault-secrets",
         "azure-storage-blob",
         "azurefunctions-extensions-bindings-blob",
+        "isal",
         "requests",
     }
