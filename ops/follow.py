@@ -29,11 +29,10 @@ from shared.pipelines.imports.ledger import InputRef, JobRecords, Ledger, Ledger
 
 # The monitor's step for one job (no public entry point for a single job yet): used, like the timer does,
 # only under the monitor's lease.
-from shared.pipelines.imports.monitor import _Monitor
+from shared.pipelines.imports.monitor import poll_import_job
 from shared.pipelines.imports.routing import RouteMatch
 from shared.pipelines.imports.settings import ImportSettings
 from shared.status import status_name
-from shared.storage import LeaseUnavailableError
 
 __all__ = ["MAX_POLL_SECONDS", "FollowTimeout", "Followed", "follow_import"]
 
@@ -184,16 +183,9 @@ class _Follower:
     def poll_job(self, job_id: str) -> bool:
         """The monitor's step for this one job; True when it finished the job. Skipped (False) while the
         timer's monitor holds the lease: that run polls the job itself."""
-        try:
-            with self.store.lease(
-                self.settings.state_container, layout.MONITOR_LOCK, seconds=self.settings.lease_seconds
-            ):
-                monitor = _Monitor(self.context, self.settings, datetime.now(UTC), self.sleep, time.monotonic)
-                with log_context(job_id=job_id):
-                    monitor.poll(job_id)
-        except LeaseUnavailableError:
-            return False
-        return job_id in monitor.report.finished
+        with log_context(job_id=job_id):
+            report = poll_import_job(self.context, job_id, settings=self.settings, sleep=self.sleep)
+        return job_id in report.finished
 
     def final(self, stored_as: str, job_id: str | None) -> Followed:
         container, _, name = stored_as.partition("/")

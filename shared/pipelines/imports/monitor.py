@@ -45,7 +45,14 @@ from shared.redact import redact_text
 from shared.status import Outcome, StatusRecord
 from shared.storage import LeaseUnavailableError
 
-__all__ = ["MonitorReport", "Verdict", "monitor_imports", "verdict_for_execution", "verdict_for_message"]
+__all__ = [
+    "MonitorReport",
+    "Verdict",
+    "monitor_imports",
+    "poll_import_job",
+    "verdict_for_execution",
+    "verdict_for_message",
+]
 
 log = logging.getLogger(__name__)
 
@@ -361,5 +368,26 @@ def monitor_imports(
             settings.state_container, layout.MONITOR_LOCK, seconds=settings.lease_seconds
         ):
             return _Monitor(context, settings, now, sleep, clock).run()
+    except LeaseUnavailableError:
+        return MonitorReport(skipped="another instance is running the import monitor")
+
+
+def poll_import_job(
+    context: AppContext,
+    job_id: str,
+    *,
+    settings: ImportSettings | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> MonitorReport:
+    """The monitor's step for one in-flight job (an operator following their own file), under the same lock
+    as the timer's run so the two never finish a job twice; ``skipped`` while the timer's run holds it."""
+    settings = settings or context.settings.section(ImportSettings)
+    try:
+        with context.store.lease(
+            settings.state_container, layout.MONITOR_LOCK, seconds=settings.lease_seconds
+        ):
+            monitor = _Monitor(context, settings, datetime.now(UTC), sleep, time.monotonic)
+            monitor.poll(job_id)
+            return monitor.report
     except LeaseUnavailableError:
         return MonitorReport(skipped="another instance is running the import monitor")
