@@ -2,7 +2,7 @@
 allow-listed entity (``POPULATE_HTTP_TARGETS``), answered with one result per record. Function key required.
 
 The body is read by the host before the call, so its size is checked first thing in the pipeline
-(413 above ``POPULATE_HTTP_MAX_BYTES``); see shared/populate/http.py for every answer.
+(413 above ``POPULATE_HTTP_MAX_BYTES``); see shared/pipelines/populate.py for every answer.
 """
 
 from __future__ import annotations
@@ -13,15 +13,17 @@ import logging
 import azure.functions as func
 
 from shared.context import get_context
-from shared.populate.http import populate_request
+from shared.pipelines.populate import populate_request
 from shared.settings import ConfigurationError
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves __init__ untyped
 log = logging.getLogger(__name__)
 
 
-def _json(body: object, status: int) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps(body, default=str), status_code=status, mimetype="application/json")
+def _json(body: object, status: int, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(
+        json.dumps(body, default=str), status_code=status, mimetype="application/json", headers=headers
+    )
 
 
 @bp.function_name("populate_records")
@@ -39,4 +41,4 @@ def populate_records(req: func.HttpRequest) -> func.HttpResponse:
         req.get_body(),
         legal_entity=req.params.get("legal_entity"),
     )
-    return _json(answer.body, answer.status)
+    return _json(answer.body, answer.status, answer.headers)

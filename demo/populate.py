@@ -5,7 +5,9 @@ function ``POST /api/populate/{target}`` with its function key is answered with 
 
 Both write customer groups (``CustomerGroups``): the route and the target are picked by what they write, not
 by name. Keys carry a token of the run, so every run creates new groups; ``DEMO-RT`` is the demo's own group
-that the file changes on every run (created first when D365 does not have it).
+that the file changes on every run (created first when D365 does not have it). The file shows the app's own
+refusals (a value that is no enum symbol, a record naming another legal entity than the route's); the HTTP
+flow shows D365's (a legal entity the caller asks for and D365 does not have).
 """
 
 from __future__ import annotations
@@ -109,9 +111,10 @@ def _ensure_kept_group(stack: Stack, company: str) -> bool:
 
 def realtime_file_flow(stack: Stack, stamp: str, *, timeout: float) -> FlowResult:
     """Drop four customer groups for the ``odata`` route: one new, one changed (``DEMO-RT``), one whose
-    sales-tax flag is not a ``NoYes`` value (the app's type check refuses it), one for a legal entity D365
-    does not have (D365 refuses it); passes when the file ends in errors as ``partially_succeeded`` with
-    the results created, updated, failed, failed and D365's message on the last."""
+    sales-tax flag is not a ``NoYes`` value (the app's type check refuses it), one whose ``dataAreaId``
+    names another legal entity than the route's (the app refuses it: a file for one company never writes
+    to another); passes when the file ends in errors as ``partially_succeeded`` with the results created,
+    updated, failed, failed and the app's reason on the last two."""
     settings = stack.settings.section(ImportSettings)
     route = pick_populate_route(settings, ENTITY_SET)
     if route is None or route.populate is None or route.populate.entity is None:
@@ -130,7 +133,7 @@ def realtime_file_flow(stack: Stack, stamp: str, *, timeout: float) -> FlowResul
         _group(f"RF{token}A", f"New in real time (run {stamp})", "Net30", "No"),
         _group(KEPT_GROUP, f"Changed in real time (run {stamp})", "Net45", "No"),
         _group(f"RF{token}B", "A sales-tax flag that is no NoYes", "Net30", "Maybe"),
-        _group(f"RF{token}C", "For a legal entity D365 does not have", "Net30", "No", UNKNOWN_COMPANY),
+        _group(f"RF{token}C", "For another legal entity than the route's", "Net30", "No", UNKNOWN_COMPANY),
     ]
     item = records_file(route, "demo-realtime-customer-groups", stamp, records)
     inbound = settings.inbound_container
@@ -161,13 +164,17 @@ def realtime_file_flow(stack: Stack, stamp: str, *, timeout: float) -> FlowResul
         )
     elif outcomes != FILE_OUTCOMES:
         problems.append(f"record results {', '.join(outcomes)}; expected {', '.join(FILE_OUTCOMES)}")
-    elif not str(results[-1].get("error", "")).startswith("HTTP 4"):
-        problems.append(f"record {len(results)} failed without D365's message: {results[-1].get('error')}")
+    elif f"writes to legal entity {company!r} only" not in str(results[-1].get("error", "")):
+        problems.append(
+            f"record {len(results)} was not refused for its legal entity: {results[-1].get('error')}"
+        )
     if problems:
         headline += ": " + "; ".join(problems)
     else:
         checked, refused = (_short(str(r.get("error"))) for r in results[2:4])
-        headline += f": record 3 {checked!r} (the app's type check), record 4 {refused!r} (D365's message)"
+        headline += (
+            f": record 3 {checked!r} (the app's type check), record 4 {refused!r} (the route's legal entity)"
+        )
     where = [f"{container}/{stored}  (+ {STATUS_SUFFIX}: every record's key, outcome and message)"]
     where += _results(results)
     if created_first:
@@ -195,8 +202,9 @@ def _post(
 
 def http_populate_flow(stack: Stack, stamp: str, *, timeout: float) -> FlowResult:
     """Post two new customer groups to the HTTP function (function key); passes when the answer says
-    ``created`` for both, both read back through OData as sent, and the same request again answers
-    ``unchanged`` for both (a repeat is safe)."""
+    ``created`` for both, both read back through OData as sent, the same request again answers
+    ``unchanged`` for both (a repeat is safe), and (for a target that takes ``?legal_entity=``) a group
+    posted for a legal entity D365 does not have comes back ``failed`` with D365's own message."""
     target = pick_http_target(stack.settings.section(PopulateSettings), ENTITY_SET)
     if target is None:
         raise FlowFailed(f"POPULATE_HTTP_TARGETS has no target that creates records in {ENTITY_SET}")
@@ -233,10 +241,26 @@ def http_populate_flow(stack: Stack, stamp: str, *, timeout: float) -> FlowResul
         problems.append(f"sent again, expected {len(records)} unchanged: {again.get('message')}")
     else:
         headline += " (a repeat is safe)"
+    if target.legal_entity_from_request:
+        refused, problem = _refused_by_d365(url, key, token, stamp, wait)
+        headline += refused
+        problems += [problem] if problem else []
     if problems:
         headline += ": " + "; ".join(problems[:3])
     where += [f"D365: {entity_path(ENTITY_SET, r['key'])}" for r in results if r.get("key")]
     return FlowResult("HTTP populate", not problems, headline, where)
+
+
+def _refused_by_d365(url: str, key: str, token: str, stamp: str, wait: float) -> tuple[str, str | None]:
+    """One group posted for a legal entity D365 does not have: (headline part, problem or None)."""
+    record = _group(f"RH{token}3", f"For a legal entity D365 does not have (run {stamp})", "Net30")
+    status, answer = _post(url, key, {"legal_entity": UNKNOWN_COMPANY}, [record], wait)
+    results = list(answer.get("records") or [{}])
+    error = str(results[0].get("error") or "")
+    said = f"; for ?legal_entity={UNKNOWN_COMPANY} -> HTTP {status}, {results[0].get('outcome')}"
+    if status != 207 or results[0].get("outcome") != "failed" or not error.startswith("HTTP 4"):
+        return said, f"expected D365 to refuse {UNKNOWN_COMPANY}: {answer.get('message')}"
+    return f"{said}: {_short(error)!r} (D365's message)", None
 
 
 def _read_back(stack: Stack, key: dict[str, Any], sent: dict[str, Any]) -> str | None:

@@ -136,9 +136,15 @@ def json_to_storage(prop: Property, value: Any, *, owner: str = "") -> Any:
                 value = float(value)
             except ValueError:
                 raise _cannot_convert(value, edm) from None
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, int | float):
             raise _cannot_convert(value, edm)
-        return float(value)
+        try:
+            number = float(value)  # a JSON integer too large for a decimal: OverflowError
+        except OverflowError:
+            raise _cannot_convert(value, edm) from None
+        if not math.isfinite(number):
+            raise _cannot_convert(value, edm)
+        return number
     if edm == EDM_BOOLEAN:
         if not isinstance(value, bool):
             raise _cannot_convert(value, edm)

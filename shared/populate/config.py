@@ -28,7 +28,15 @@ POPULATE_TARGETS = ("odata", "service")
 DEFAULT_MAX_RECORDS = 5000
 MODES = ("create", "update", "upsert")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-ENTITY_KEYS = {"entity_set", "mode", "changeset", "changeset_size", "all_or_nothing", "max_records"}
+ENTITY_KEYS = {
+    "entity_set",
+    "mode",
+    "changeset",
+    "changeset_size",
+    "all_or_nothing",
+    "max_records",
+    "allow_record_company",
+}
 FILE_KEYS = {"input_format", "field_map", "columns", "delimiter", "encoding"}
 SERVICE_KEYS = {
     "service_group",
@@ -55,6 +63,8 @@ class EntityTarget:
     changeset_size: int = 20
     all_or_nothing: bool = False  # one changeset for everything: one bad record and nothing is written
     max_records: int = DEFAULT_MAX_RECORDS
+    # a record's own dataAreaId may name another legal entity than the route's or request's one
+    allow_record_company: bool = False
 
     @property
     def group_size(self) -> int:
@@ -119,6 +129,7 @@ def entity_target(fields: JsonFields, *, default_max: int = DEFAULT_MAX_RECORDS)
         changeset_size=fields.whole("changeset_size", 20, 1, 1000),
         all_or_nothing=fields.flag("all_or_nothing", False),
         max_records=fields.whole("max_records", default_max, 1, 5000),
+        allow_record_company=fields.flag("allow_record_company", False),
     )
 
 
@@ -179,6 +190,17 @@ def _service_target(fields: JsonFields) -> ServiceTarget:
         fields.problem("call 'whole_file' needs 'records_parameter' (the list parameter of the operation)")
     if call == "per_record" and not (target.record_parameter or target.parameter_map):
         fields.problem("call 'per_record' needs 'record_parameter' (a data contract) or 'parameter_map'")
+    company_given = bool(fields.item.get("legal_entity")) or fields.item.get("legal_entity_from") in (
+        "folder",
+        "file_name",
+    )
+    if company_given and not target.legal_entity_parameter:
+        # a custom service runs in the caller's default company: a legal entity it is not told is ignored
+        fields.problem(
+            "a legal entity is set (legal_entity or legal_entity_from) but not 'legal_entity_parameter': "
+            "a custom service runs in the app's default company unless the legal entity is passed as a "
+            "parameter; name that parameter, or remove the legal entity"
+        )
     return target
 
 

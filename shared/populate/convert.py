@@ -6,14 +6,20 @@ status record says exactly which cell to fix. Rules:
 
 - an empty CSV cell leaves a non-text field out of the write (D365 keeps or defaults it); for a text field
   it is the empty string;
-- enums: the symbol in any case (``yes`` → ``Yes``) or its number; sent as the symbol;
-- dates: ``YYYY-MM-DD``; date-times: ISO 8601 (``Z`` or an offset; a value without one is taken as UTC,
-  which is what D365 stores), sent as ``YYYY-MM-DDTHH:MM:SSZ``;
-- booleans: true/false, yes/no, 1/0; numbers: ``.`` as the decimal separator, no thousands separators.
+- enums: the symbol in any case (``yes`` → ``Yes``) or its number; sent as the symbol; a ``NoYes``-like
+  enum (members No and Yes) also takes true/false;
+- dates: ``YYYY-MM-DD``; date-times: ISO 8601 with ``Z`` or an offset, sent as ``YYYY-MM-DDTHH:MM:SSZ``. A
+  date-time without an offset is refused (guessing UTC would shift a local time by hours), except a plain
+  date: D365 shows a date-only value as that date at 12:00:00 UTC (ref §1.1), so ``2019-10-04`` is sent as
+  ``2019-10-04T12:00:00Z`` and compared with what D365 holds by its date only (``is_date_only``);
+- booleans: true/false, yes/no, 1/0; numbers: ``.`` as the decimal separator, no thousands separators
+  (nor ``_``); JSON numbers are read as exact decimals, and a value a JSON number cannot carry exactly
+  (more than 15 significant digits after the point, or beyond 10^28) is refused rather than rounded.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import uuid
@@ -23,7 +29,17 @@ from typing import Any
 
 from shared.populate.metadata import PropertyModel
 
-__all__ = ["OMIT", "ConversionError", "date_text", "same_value", "to_wire", "utc_text"]
+__all__ = [
+    "OMIT",
+    "ConversionError",
+    "date_text",
+    "is_date_only",
+    "key_literal",
+    "same_value",
+    "shown",
+    "to_wire",
+    "utc_text",
+]
 
 OMIT = object()  # the value leaves the field out of the write
 _INT_RANGES = {"Edm.Int16": 2**15, "Edm.Int32": 2**31, "Edm.Int64": 2**63, "Edm.Byte": 256}
@@ -31,15 +47,29 @@ _DECIMALS = ("Edm.Decimal", "Edm.Double", "Edm.Single")
 _TRUE = {"true", "yes", "1", "y"}
 _FALSE = {"false", "no", "0", "n"}
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+_DECIMAL_LIMIT = Decimal(10) ** 28  # D365 reals hold 28 digits before the point at most
+DATE_ONLY_TIME = "T12:00:00Z"  # ref §1.1: a date-only value reads back as that date at noon UTC
 
 
 class ConversionError(ValueError):
     """A value that does not fit its field's type; the message is meant for the status record."""
 
 
+def shown(value: Any) -> str:
+    """``value`` as its sender wrote it: text quoted, other values as JSON (``true``, ``null``, ``1.5``)."""
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, Decimal):
+        return str(value)
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
 def _fail(prop: PropertyModel, value: Any, expected: str) -> ConversionError:
-    shown = value if isinstance(value, str) else repr(value)
-    return ConversionError(f"field {prop.name!r}: {shown!r} is not {expected}")
+    return ConversionError(f"field {prop.name!r}: {shown(value)} is not {expected}")
 
 
 def to_wire(prop: PropertyModel, value: Any, *, from_text: bool) -> Any:
@@ -75,22 +105,35 @@ def to_wire(prop: PropertyModel, value: Any, *, from_text: bool) -> Any:
             return str(uuid.UUID(str(value)))
         except ValueError:
             raise _fail(prop, value, "a GUID") from None
-    return value  # another Edm type: sent as given
+    return float(value) if isinstance(value, Decimal) else value  # another Edm type: sent as given
 
 
 def _scalar_text(prop: PropertyModel, value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
         raise _fail(prop, value, "text")
     return str(value)
 
 
+def _no_yes(members: tuple[tuple[str, int], ...]) -> dict[bool, str] | None:
+    """True/False for an enum of exactly the members No and Yes (D365's NoYes and its look-alikes)."""
+    by_name = {symbol.lower(): symbol for symbol, _ in members}
+    if len(members) == 2 and set(by_name) == {"no", "yes"}:
+        return {False: by_name["no"], True: by_name["yes"]}
+    return None
+
+
 def _enum(prop: PropertyModel, value: Any) -> str:
     members = prop.enum_members or ()
+    no_yes = _no_yes(members)
+    if isinstance(value, bool) and no_yes is not None:
+        return no_yes[value]
     if isinstance(value, str):
         text = value.strip()
         for symbol, _ in members:
             if symbol.lower() == text.lower():
                 return symbol
+        if no_yes is not None and text.lower() in ("true", "false"):
+            return no_yes[text.lower() == "true"]
         if text.lstrip("-").isdigit():
             value = int(text)
     if isinstance(value, int) and not isinstance(value, bool):
@@ -106,7 +149,7 @@ def _integer(prop: PropertyModel, value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
     elif (isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d+\s*", value)) or (
-        isinstance(value, float) and value.is_integer()
+        isinstance(value, float | Decimal) and math.isfinite(value) and value == int(value)
     ):
         number = int(value)
     bound = _INT_RANGES[prop.edm_type]
@@ -117,15 +160,25 @@ def _integer(prop: PropertyModel, value: Any) -> int:
 
 
 def _decimal(prop: PropertyModel, value: Any) -> int | float:
-    if isinstance(value, bool):
+    """An exact JSON number: an int, or a float whose shortest text is the value's own digits."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
         raise _fail(prop, value, "a number")
+    if isinstance(value, str) and not _NUMBER.match(value.strip()):
+        raise _fail(prop, value, "a number (use '.' as the decimal separator, no thousands separators)")
     try:
         number = Decimal(value.strip()) if isinstance(value, str) else Decimal(str(value))
     except (InvalidOperation, ValueError):
         raise _fail(prop, value, "a number (use '.' as the decimal separator)") from None
     if not number.is_finite():
         raise _fail(prop, value, "a finite number")
-    return int(number) if number == number.to_integral_value() else float(number)
+    if abs(number) >= _DECIMAL_LIMIT:
+        raise _fail(prop, value, "a number D365 can hold (less than 10^28)")
+    if number == number.to_integral_value():
+        return int(number)
+    approximate = float(number)
+    if Decimal(repr(approximate)) != number:
+        raise _fail(prop, value, "a number JSON carries exactly (at most 15 significant digits)")
+    return approximate
 
 
 def _boolean(prop: PropertyModel, value: Any) -> bool:
@@ -150,19 +203,40 @@ def date_text(value: Any) -> str:
     return text
 
 
-def utc_text(value: Any) -> str:
-    """ISO 8601 (no offset = UTC) as ``YYYY-MM-DDTHH:MM:SSZ``; ValueError when ``value`` is not one."""
+class NaiveDateTime(ValueError):
+    """A date-time with a time of day but no offset."""
+
+
+def is_date_only(value: Any) -> bool:
+    """Whether ``value`` is a plain ``YYYY-MM-DD`` text (a date for a date-time field)."""
+    return isinstance(value, str) and bool(_DATE.match(value.strip()))
+
+
+def _iso(moment: datetime) -> str:
+    # not strftime: %Y drops the zero padding of years before 1000 on some platforms
+    return (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T"
+        f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}Z"
+    )
+
+
+def parse_utc(value: Any) -> datetime:
+    """ISO 8601 with ``Z`` or an offset (a plain date: noon UTC) as an aware UTC datetime; ValueError when
+    ``value`` is not one, ``NaiveDateTime`` for a time without an offset."""
     if not isinstance(value, str) or not value.strip():
         raise ValueError(value)
     text = value.strip()
-    parsed = (
-        datetime.fromisoformat(text + "T00:00:00")
-        if _DATE.match(text)
-        else datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    )
+    if _DATE.match(text):
+        return datetime.fromisoformat(text + DATE_ONLY_TIME.replace("Z", "+00:00"))
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        raise NaiveDateTime(value)
+    return parsed.astimezone(UTC)
+
+
+def utc_text(value: Any) -> str:
+    """``value`` (see ``parse_utc``) as ``YYYY-MM-DDTHH:MM:SSZ``."""
+    return _iso(parse_utc(value))
 
 
 def _date(prop: PropertyModel, value: Any) -> str:
@@ -175,32 +249,62 @@ def _date(prop: PropertyModel, value: Any) -> str:
 def _datetime(prop: PropertyModel, value: Any) -> str:
     try:
         return utc_text(value)
+    except NaiveDateTime:
+        raise _fail(
+            prop,
+            value,
+            "a date-time with its offset (add Z for UTC or e.g. +02:00: without one the "
+            "time could be taken hours wrong)",
+        ) from None
     except ValueError:
         if not isinstance(value, str) or not value.strip():
             raise _fail(prop, value, "a date-time (ISO 8601)") from None
         raise _fail(prop, value, "a date-time (ISO 8601, e.g. 2024-05-01T08:30:00Z)") from None
 
 
-def same_value(prop: PropertyModel, current: Any, wanted: Any) -> bool:
-    """Whether the stored ``current`` (as D365 sent it) already equals the converted ``wanted``."""
-    if bool(current == wanted):
+def same_value(prop: PropertyModel, current: Any, wanted: Any, *, date_only: bool = False) -> bool:
+    """Whether the stored ``current`` (as D365 sent it) already equals the converted ``wanted``;
+    ``date_only``: the input was a plain date for a date-time field, compared by its date."""
+    if bool(current == wanted) and not isinstance(current, bool) and not isinstance(wanted, bool):
         return True
     if current is None or wanted is None:
         return current in (None, "") and wanted in (None, "")
     if prop.enum_members is not None:
         return bool(str(current).lower() == str(wanted).lower())
     if prop.edm_type in _DECIMALS or prop.edm_type in _INT_RANGES:
+        if isinstance(current, bool) or isinstance(wanted, bool):
+            return False
         try:
-            return math.isclose(float(current), float(wanted), rel_tol=0, abs_tol=1e-9)
-        except (TypeError, ValueError):
+            return Decimal(str(current)) == Decimal(str(wanted))
+        except (InvalidOperation, ValueError):
             return False
     if prop.edm_type == "Edm.DateTimeOffset" and isinstance(current, str):
         try:
-            return bool(_datetime(prop, current) == wanted)
-        except ConversionError:
+            stored = parse_utc(current)
+            if date_only:
+                return stored.date() == parse_utc(wanted).date()
+            return bool(_iso(stored) == wanted)
+        except ValueError:
             return False
     if prop.edm_type == "Edm.Date" and isinstance(current, str):
         return bool(current[:10] == wanted)
     if prop.edm_type == "Edm.Guid":
         return str(current).lower() == str(wanted).lower()
-    return False
+    if prop.edm_type == "Edm.Boolean":
+        return current is wanted
+    return bool(current == wanted)
+
+
+def key_literal(prop: PropertyModel, value: Any) -> Any:
+    """A converted key value as the Python value whose OData literal D365 expects in a key segment
+    (``format_key``): date-times and GUIDs unquoted, numbers as numbers, text quoted."""
+    if prop.enum_members is not None or not isinstance(value, str):
+        return value
+    edm = prop.edm_type
+    if edm == "Edm.DateTimeOffset":
+        return parse_utc(value)
+    if edm == "Edm.Date":
+        return date.fromisoformat(value)
+    if edm == "Edm.Guid":
+        return uuid.UUID(value)
+    return value

@@ -2,7 +2,8 @@
 synchronously, inside the intake (no monitor needed), with the intake's exactly-once machinery:
 
 lease on the input (held by ``import_blob``) → size and record-count checks (a file over the limit is refused
-with a pointer to the DMF routes) → ledger claim for target + content (``ledger.py``: a repeated trigger or a
+with a pointer to the DMF routes; the blob is read in ranges and hashed as it is parsed, never whole in
+memory) → ledger claim for target + content (``ledger.py``: a repeated trigger or a
 crash meets the same entry) → write → status record listing every record's key, outcome and D365's message →
 the input moved to ``archive`` (every record written) or ``errors`` (partial or total failure, bad input).
 
@@ -11,6 +12,12 @@ record an earlier attempt created is found (``unchanged``), never created twice.
 cannot be asked what it did, so a service route that stopped mid-way is not called again: its file ends in
 ``errors`` as ``needs_operator_check`` with the ledger entry ``uncertain`` (the same rule as an interrupted
 recurring-integration enqueue); ``python -m ops resubmit`` sends it again, once.
+
+D365 unavailable (``$metadata``, or every write: connection, 5xx, throttled past the re-sends, token) or
+the file's time limit (POPULATE_FILE_TIME_LIMIT_SECONDS) spent before anything was written: the run is
+``deferred``: the ledger entry goes back to ``not_sent`` and the file stays in inbound for the monitor's
+sweep to try again (safe: records are read by key first). A custom-service call without an answer is
+never repeated: its file ends in ``errors`` with the ledger entry ``uncertain``.
 
 Finishing is status record → ledger state → move of the input, so a crash between two steps is completed by
 the next trigger: before the ledger state, the run is recovered as above (a service run whose record was
@@ -21,7 +28,6 @@ for an input that has already moved on (a re-drop of the same content would be d
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -29,7 +35,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from azure.core import MatchConditions
 from azure.storage.blob import BlobLeaseClient
 
 from shared.context import AppContext
@@ -38,17 +43,20 @@ from shared.pipelines.imports import layout
 from shared.pipelines.imports.ledger import Decision, InputRef, Ledger, LedgerState
 from shared.pipelines.imports.outcome import Location, Outcomes, import_record
 from shared.pipelines.imports.routing import RouteMatch
+from shared.populate.blob_input import HashedBlob
 from shared.populate.config import PopulateRoute
+from shared.populate.deadline import Deadline
 from shared.populate.metadata import EntityModel, UnknownEntitySet
 from shared.populate.records import InputError, RecordLimitExceeded, read_records
 from shared.populate.results import PopulateResult
 from shared.populate.run import entity_model, write_route
+from shared.populate.settings import PopulateSettings
 from shared.status import Outcome, status_name
 
 __all__ = ["DEFAULT_MAX_FILE_BYTES", "DropResult", "populate_drop"]
 
 log = logging.getLogger(__name__)
-DEFAULT_MAX_FILE_BYTES = 32 * 1024 * 1024
+DEFAULT_MAX_FILE_BYTES = 32 * 1024 * 1024  # max_file_mb of odata/service routes: 32 by default, 64 at most
 
 
 @dataclass
@@ -156,15 +164,11 @@ def populate_drop(
             "a DMF route (target 'package' or 'recurring')",
             "file_too_large",
         )
-    data = (
-        context.store.blob(drop.container, drop.name)
-        .download_blob(etag=drop.etag, match_condition=MatchConditions.IfNotModified)
-        .readall()
-    )
-    sha256 = hashlib.sha256(data).hexdigest()
+    stream = HashedBlob(context, drop)
     try:
-        records = read_records(data, match.file_name, populate.records, limit=populate.max_records)
+        records = read_records(stream, match.file_name, populate.records, limit=populate.max_records)
     except RecordLimitExceeded:
+        sha256 = stream.sha256()
         return job.reject(
             f"{match.file_name!r} holds more than {populate.max_records} records, the limit of route "
             f"{route.name!r} ('max_records'); writing record by record suits small files only: send large "
@@ -174,8 +178,9 @@ def populate_drop(
         )
     except InputError as exc:
         return job.reject(
-            f"{match.file_name!r} cannot be read as records: {exc}", "unreadable_records", sha256
+            f"{match.file_name!r} cannot be read as records: {exc}", "unreadable_records", stream.sha256()
         )
+    sha256 = stream.sha256()
     if not records:
         return job.reject(f"{match.file_name!r} holds no records", "no_records", sha256)
     model: EntityModel | None = None
@@ -239,9 +244,24 @@ def populate_drop(
         log.warning(
             "POPULATE_RECOVERED %s: writing again after an interrupted run (reads by key first)", subject
         )
+    seconds = context.settings.section(PopulateSettings).file_time_limit_seconds
     written = write_route(
-        context, populate, records, legal_entity=match.legal_entity, model=model, sleep=sleep
+        context,
+        populate,
+        records,
+        legal_entity=match.legal_entity,
+        model=model,
+        sleep=sleep,
+        deadline=Deadline(seconds),
     )
+    if written.retry_later:
+        # nothing written, nothing uncertain: as if never sent; the monitor's sweep brings the file back
+        ledger.set_state(claim.name, LedgerState.NOT_SENT, note=written.unavailable)
+        return DropResult(
+            "deferred",
+            f"nothing written, tried again later: {written.unavailable}",
+            {"job_id": job_id, "sha256": sha256, "reason_code": "d365_unavailable"},
+        )
     return _finished(job, claim.name, job_id, sha256, written, recovered=recovered)
 
 
@@ -296,15 +316,23 @@ def _finished(
     reasons = {Outcome.SUCCEEDED: "written", Outcome.PARTIALLY_SUCCEEDED: "partially_written"}
     reason = reasons.get(outcome, "not_written")
     details: dict[str, Any] = {"populate": written.to_dict()}
+    message = written.message()
+    state = LedgerState.SUCCEEDED if outcome is Outcome.SUCCEEDED else LedgerState.FAILED
+    if written.uncertain:
+        # a custom service call without an answer may have run: like an interrupted run, an operator checks
+        state, reason = LedgerState.UNCERTAIN, "needs_operator_check"
+        message += (
+            f"; {written.uncertain} call(s) got no usable answer and may have been processed: check in D365, "
+            "then send what is missing (python -m ops resubmit sends the whole file again)"
+        )
     if recovered:
         # what the interrupted attempt wrote is read back by key: it shows as "unchanged" here
         details["recovered"] = (
             "written again after an interrupted attempt: records that attempt wrote show as 'unchanged'"
         )
-    state = LedgerState.SUCCEEDED if outcome is Outcome.SUCCEEDED else LedgerState.FAILED
     return job.finish(
         outcome,
-        written.message(),
+        message,
         reason,
         folder=job_id,
         job=job_id,

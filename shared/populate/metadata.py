@@ -1,7 +1,8 @@
 """What an entity set looks like, from ``/data/$metadata`` (CSDL XML): its key fields and typed properties.
 
-D365's ``$metadata`` document is tens of megabytes, so it is parsed as a stream (``iterparse``), each
-element dropped once read, and only the requested sets are kept. ``MetadataCache`` keeps the models per
+D365's ``$metadata`` document is tens of megabytes, so it is parsed as a stream (expat callbacks, no
+element tree): every entity type is held as one compact text until the container names the types of the
+requested sets, and only those become models. ``MetadataCache`` keeps the models per
 D365 environment for a while (``POPULATE_METADATA_CACHE_MINUTES``): one download serves every record of
 every file and request until it expires, on each app instance.
 """
@@ -10,10 +11,10 @@ from __future__ import annotations
 
 import threading
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
+from xml.parsers import expat
 
 import requests
 
@@ -61,73 +62,106 @@ class EntityModel:
         return "dataAreaId" in self.keys
 
 
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
-
-
 def _short(type_name: str) -> str:
     return type_name.rsplit(".", 1)[-1]
 
 
-def parse_metadata(stream: Readable, wanted: Iterable[str] | None = None) -> dict[str, EntityModel]:
-    """Entity models by set name (only ``wanted`` sets when given) from a CSDL document, streamed."""
-    want = None if wanted is None else set(wanted)
-    types: dict[str, tuple[tuple[str, ...], list[tuple[str, str, bool, int | None]]]] = {}
-    enums: dict[str, tuple[tuple[str, int], ...]] = {}
-    sets: dict[str, str] = {}
-    keys: list[str] = []
-    props: list[tuple[str, str, bool, int | None]] = []
-    members: list[tuple[str, int]] = []
-    # S314: the document comes from the configured, authenticated D365 host, and the expat bundled
-    # with Python 3.11+ caps entity amplification (billion laughs)
-    for event, element in ET.iterparse(stream, events=("start", "end")):  # noqa: S314
-        tag = _local(element.tag)
-        if event == "start":
-            if tag in ("EntityType", "EnumType"):
-                keys, props, members = [], [], []
-            continue
-        if tag == "PropertyRef":
-            keys.append(element.get("Name", ""))
-        elif tag == "Property":
-            length = element.get("MaxLength", "")
-            props.append(
-                (
-                    element.get("Name", ""),
-                    element.get("Type", "Edm.String"),
-                    element.get("Nullable", "true").lower() != "false",
-                    int(length) if length.isdigit() else None,
+_FIELD, _PROPERTY = "\x1f", "\x1e"  # separators of the compact property text (never in CSDL names)
+
+
+class _Collector:
+    """Expat handlers over the CSDL document: every entity type kept as one compact text until the
+    EntityContainer says which types the wanted sets use; only those become models. Properties count only
+    inside an ``EntityType`` (a ComplexType's or an Action's are not the entity's)."""
+
+    def __init__(self, want: set[str] | None) -> None:
+        self.want = want
+        self.types: dict[str, tuple[tuple[str, ...], str]] = {}
+        self.enums: dict[str, tuple[tuple[str, int], ...]] = {}
+        self.sets: dict[str, str] = {}
+        self._type: str | None = None  # the EntityType being read
+        self._enum: str | None = None
+        self._keys: list[str] = []
+        self._props: list[str] = []
+        self._members: list[tuple[str, int]] = []
+
+    def start(self, tag: str, attrs: dict[str, str]) -> None:
+        name = tag.rsplit(":", 1)[-1]
+        if name == "EntityType":
+            self._type, self._keys, self._props = attrs.get("Name", ""), [], []
+        elif name == "EnumType":
+            self._enum, self._members = attrs.get("Name", ""), []
+        elif name in ("ComplexType", "Action", "Function"):
+            self._type = self._enum = None
+        elif self._type is not None and name == "PropertyRef":
+            self._keys.append(attrs.get("Name", ""))
+        elif self._type is not None and name == "Property":
+            self._props.append(
+                _FIELD.join(
+                    (
+                        attrs.get("Name", ""),
+                        attrs.get("Type", "Edm.String"),
+                        attrs.get("Nullable", "true").lower(),
+                        attrs.get("MaxLength", ""),
+                    )
                 )
             )
-        elif tag == "Member":
-            value = element.get("Value", "")
-            members.append(
-                (element.get("Name", ""), int(value) if value.lstrip("-").isdigit() else len(members))
-            )
-        elif tag == "EntityType":
-            types[element.get("Name", "")] = (tuple(keys), props)
-            element.clear()
-        elif tag == "EnumType":
-            enums[element.get("Name", "")] = tuple(members)
-            element.clear()
-        elif tag == "EntitySet":
-            name = element.get("Name", "")
-            if want is None or name in want:
-                sets[name] = _short(element.get("EntityType", ""))
-            element.clear()
-        elif tag in ("Action", "Function", "NavigationProperty", "Annotation"):
-            element.clear()
-    models: dict[str, EntityModel] = {}
-    for set_name, type_name in sets.items():
-        found = types.get(type_name)
-        if found is None:
-            continue
-        type_keys, type_props = found
-        properties = {
-            name: PropertyModel(name, edm, nullable, length, enums.get(_short(edm)))
-            for name, edm, nullable, length in type_props
-        }
-        models[set_name] = EntityModel(set_name, type_name, type_keys, properties)
-    return models
+        elif self._enum is not None and name == "Member":
+            value = attrs.get("Value", "")
+            number = int(value) if value.lstrip("-").isdigit() else len(self._members)
+            self._members.append((attrs.get("Name", ""), number))
+        elif name == "EntitySet":
+            set_name = attrs.get("Name", "")
+            if self.want is None or set_name in self.want:
+                self.sets[set_name] = _short(attrs.get("EntityType", ""))
+
+    def end(self, tag: str) -> None:
+        name = tag.rsplit(":", 1)[-1]
+        if name == "EntityType" and self._type is not None:
+            self.types[self._type] = (tuple(self._keys), _PROPERTY.join(self._props))
+            self._type = None
+        elif name == "EnumType" and self._enum is not None:
+            self.enums[self._enum] = tuple(self._members)
+            self._enum = None
+
+    def models(self) -> dict[str, EntityModel]:
+        models: dict[str, EntityModel] = {}
+        for set_name, type_name in self.sets.items():
+            found = self.types.get(type_name)
+            if found is None:
+                continue
+            keys, text = found
+            properties: dict[str, PropertyModel] = {}
+            for entry in text.split(_PROPERTY) if text else ():
+                name, edm, nullable, length = entry.split(_FIELD)
+                properties[name] = PropertyModel(
+                    name,
+                    edm,
+                    nullable != "false",
+                    int(length) if length.isdigit() else None,
+                    self.enums.get(_short(edm)),
+                )
+            models[set_name] = EntityModel(set_name, type_name, keys, properties)
+        return models
+
+
+def parse_metadata(stream: Readable, wanted: Iterable[str] | None = None) -> dict[str, EntityModel]:
+    """Entity models by set name (only ``wanted`` sets when given) from a CSDL document, streamed; raises
+    ``ValueError`` for a document that is not well-formed XML."""
+    collector = _Collector(None if wanted is None else set(wanted))
+    # S: the document comes from the configured, authenticated D365 host, and the expat bundled with
+    # Python 3.11+ caps entity amplification (billion laughs)
+    parser = expat.ParserCreate()
+    parser.buffer_text = True
+    parser.StartElementHandler = collector.start
+    parser.EndElementHandler = collector.end
+    try:
+        while chunk := stream.read(_CHUNK):
+            parser.Parse(chunk, False)
+        parser.Parse(b"", True)
+    except expat.ExpatError as exc:
+        raise ValueError(f"unreadable $metadata document: {exc}") from exc
+    return collector.models()
 
 
 class _ChunkReader:
@@ -150,11 +184,22 @@ class _ChunkReader:
         return out
 
 
+@dataclass(eq=False)
+class _Load:
+    """One download of ``$metadata`` under way for an environment; others wait for it."""
+
+    wanted: set[str]
+    done: threading.Event = field(default_factory=threading.Event)
+    models: dict[str, EntityModel] = field(default_factory=dict)
+    error: BaseException | None = None
+
+
 class MetadataCache:
     """Entity models per set, fetched from ``$metadata`` when missing or older than ``ttl_seconds``.
 
-    Thread-safe; a miss downloads the document once for every set asked so far (a burst of misses for the
-    same set waits for one download instead of starting one each).
+    Thread-safe without holding a lock while downloading: one download per environment at a time, for every
+    set asked so far. A caller whose set has a model (even an expired one) while a refresh is under way gets
+    that model at once; a caller without one waits for the download.
     """
 
     def __init__(self, ttl_seconds: float = 3600.0, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -162,26 +207,51 @@ class MetadataCache:
         self._clock = clock
         self._lock = threading.Lock()
         self._models: dict[tuple[str, str], tuple[float, EntityModel]] = {}
+        self._loading: dict[str, _Load] = {}
         self.downloads = 0
 
     def entity(self, transport: D365Transport, entity_set: str) -> EntityModel:
         """The model of ``entity_set``; raises ``UnknownEntitySet`` or the transport's ``D365Error``."""
-        key = (transport.base_url.rstrip("/").lower(), entity_set)
+        base = transport.base_url.rstrip("/").lower()
+        while True:
+            with self._lock:
+                cached = self._models.get((base, entity_set))
+                if cached is not None and self._clock() - cached[0] < self.ttl_seconds:
+                    return cached[1]
+                load = self._loading.get(base)
+                if load is not None and cached is not None:
+                    return cached[1]  # stale while another caller refreshes it
+                mine = load is None
+                if load is None:
+                    wanted = {entity_set} | {s for b, s in self._models if b == base}
+                    load = self._loading[base] = _Load(wanted)
+            if mine:
+                self._load(transport, base, load)
+            else:
+                load.done.wait()
+            if entity_set in load.wanted:
+                if load.error is not None:
+                    raise load.error
+                found = load.models.get(entity_set)
+                if found is None:
+                    raise UnknownEntitySet(
+                        f"entity set {entity_set!r} is not in the D365 $metadata (names are case-sensitive: "
+                        "use the public collection name, e.g. 'CustomersV3')"
+                    )
+                return found
+            # another caller's download did not include this set: ask again (maybe download it)
+
+    def _load(self, transport: D365Transport, base: str, load: _Load) -> None:
+        try:
+            load.models = self._download(transport, load.wanted)
+        except BaseException as exc:
+            load.error = exc
         with self._lock:
-            cached = self._models.get(key)
-            if cached is not None and self._clock() - cached[0] < self.ttl_seconds:
-                return cached[1]
-            wanted = {entity_set} | {s for base, s in self._models if base == key[0]}
-            models = self._download(transport, wanted)
             now = self._clock()
-            for name, model in models.items():
-                self._models[(key[0], name)] = (now, model)
-        if entity_set not in models:
-            raise UnknownEntitySet(
-                f"entity set {entity_set!r} is not in the D365 $metadata (names are case-sensitive: use the "
-                "public collection name, e.g. 'CustomersV3')"
-            )
-        return models[entity_set]
+            for name, model in load.models.items():
+                self._models[(base, name)] = (now, model)
+            del self._loading[base]
+        load.done.set()
 
     def clear(self) -> None:
         with self._lock:
@@ -194,8 +264,8 @@ class MetadataCache:
         )
         try:
             return parse_metadata(_ChunkReader(response.iter_content(_CHUNK)), wanted)
-        except ET.ParseError as exc:
-            raise D365Error(f"unreadable $metadata document: {exc}", url="/data/$metadata") from exc
+        except ValueError as exc:
+            raise D365Error(str(exc), url="/data/$metadata") from exc
         except requests.RequestException as exc:  # the body is streamed after the transport returned
             raise D365ConnectionError(
                 f"the $metadata download broke off: {type(exc).__name__}", url="/data/$metadata"

@@ -10,7 +10,7 @@ from typing import Any
 from shared.redact import redact_text
 from shared.status import Outcome
 
-__all__ = ["PopulateResult", "RecordOutcome", "RecordResult"]
+__all__ = ["WRITTEN", "PopulateResult", "RecordOutcome", "RecordResult"]
 
 
 class RecordOutcome(enum.StrEnum):
@@ -19,6 +19,13 @@ class RecordOutcome(enum.StrEnum):
     UNCHANGED = "unchanged"  # D365 already held these values: nothing was written
     ACCEPTED = "accepted"  # a custom service ran without error (and did not say what it did)
     FAILED = "failed"
+    # D365 was unavailable (connection, 5xx, throttled past the retries, token) or the run's time limit
+    # ran out before the record was written: nothing was written for it, sending it again is safe
+    NOT_ATTEMPTED = "not_attempted"
+
+
+#: Outcomes that mean D365 holds what the record asked for.
+WRITTEN = (RecordOutcome.CREATED, RecordOutcome.UPDATED, RecordOutcome.ACCEPTED)
 
 
 @dataclass
@@ -29,6 +36,7 @@ class RecordResult:
     error: str | None = None  # D365's own message (innererror) or the conversion problem
     line: int | None = None
     note: str | None = None  # e.g. "confirmed by reading it back after an unanswered batch"
+    uncertain: bool = False  # a custom service call without an answer: it may have run (not re-sent)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"record": self.record, "key": self.key, "outcome": str(self.outcome)}
@@ -38,6 +46,8 @@ class RecordResult:
             out["error"] = redact_text(self.error)
         if self.note is not None:
             out["note"] = self.note
+        if self.uncertain:
+            out["uncertain"] = True
         return out
 
 
@@ -47,6 +57,7 @@ class PopulateResult:
     mode: str
     records: list[RecordResult] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)  # $batch requests, re-sends, ...
+    unavailable: str | None = None  # why records were not attempted (D365 unavailable, time limit)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -55,7 +66,28 @@ class PopulateResult:
 
     @property
     def failed(self) -> int:
-        return sum(1 for r in self.records if r.outcome is RecordOutcome.FAILED)
+        """Records not written: refused, failed or not attempted."""
+        return sum(1 for r in self.records if r.outcome in _NOT_DONE)
+
+    @property
+    def not_attempted(self) -> int:
+        return sum(1 for r in self.records if r.outcome is RecordOutcome.NOT_ATTEMPTED)
+
+    @property
+    def written(self) -> int:
+        """Records D365 now holds because of this run (created, updated, accepted)."""
+        return sum(1 for r in self.records if r.outcome in WRITTEN)
+
+    @property
+    def uncertain(self) -> int:
+        """Records whose call may have run without an answer (not safe to send again automatically)."""
+        return sum(1 for r in self.records if r.uncertain)
+
+    @property
+    def retry_later(self) -> bool:
+        """D365 was unavailable (or time ran out) and this run wrote nothing nor left anything uncertain:
+        run it all again later."""
+        return self.unavailable is not None and self.written == 0 and not self.uncertain
 
     @property
     def outcome(self) -> Outcome:
@@ -70,7 +102,10 @@ class PopulateResult:
         done = ", ".join(f"{n} {name}" for name, n in counts.items() if n) or "no records"
         if self.outcome is Outcome.SUCCEEDED:
             return f"{len(self.records)} record(s) written to {self.target} ({self.mode}): {done}"
-        first = next(r for r in self.records if r.outcome is RecordOutcome.FAILED)
+        first = next(
+            (r for r in self.records if r.outcome is RecordOutcome.FAILED),
+            next(r for r in self.records if r.outcome in _NOT_DONE),
+        )
         where = f"record {first.record}" + (f" (line {first.line})" if first.line else "")
         partial = "partially written" if self.outcome is Outcome.PARTIALLY_SUCCEEDED else "not written"
         return (
@@ -86,4 +121,8 @@ class PopulateResult:
             "counts": self.counts,
             "records": [r.to_dict() for r in self.records],
             "stats": dict(self.stats),
+            **({"unavailable": redact_text(self.unavailable)} if self.unavailable else {}),
         }
+
+
+_NOT_DONE = (RecordOutcome.FAILED, RecordOutcome.NOT_ATTEMPTED)

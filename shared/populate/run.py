@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from shared.context import AppContext
 from shared.populate.config import EntityTarget, PopulateRoute, ServiceTarget
+from shared.populate.deadline import Deadline
 from shared.populate.metadata import METADATA, EntityModel
 from shared.populate.records import SourceRecord
 from shared.populate.results import PopulateResult
@@ -34,8 +35,11 @@ def write_records(
     *,
     legal_entity: str,
     sleep: Callable[[float], None] = time.sleep,
+    deadline: Deadline | None = None,
 ) -> PopulateResult:
-    writer = EntityWriter(context.odata, model, target, legal_entity=legal_entity, sleep=sleep)
+    writer = EntityWriter(
+        context.odata, model, target, legal_entity=legal_entity, sleep=sleep, deadline=deadline
+    )
     return writer.write(records)
 
 
@@ -47,11 +51,14 @@ def write_route(
     legal_entity: str,
     model: EntityModel | None,
     sleep: Callable[[float], None] = time.sleep,
+    deadline: Deadline | None = None,
 ) -> PopulateResult:
     """An ``odata`` route (``model`` given) or a ``service`` route."""
     if route.entity is not None:
         assert model is not None
-        return write_records(context, route.entity, model, records, legal_entity=legal_entity, sleep=sleep)
+        return write_records(
+            context, route.entity, model, records, legal_entity=legal_entity, sleep=sleep, deadline=deadline
+        )
     assert route.service is not None
     return call_service(
         context.services,
@@ -60,6 +67,7 @@ def write_route(
         legal_entity=legal_entity,
         key_fields=route.service.key_fields,
         types=parameter_types(context, route.service),
+        deadline=deadline,
     )
 
 

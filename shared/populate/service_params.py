@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -121,7 +122,7 @@ def _json_text(text: str, expected: str) -> Any:
 def _text(kind: str, value: Any) -> str:
     if isinstance(value, str):
         return value
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
         raise TypeError(value)
     return str(value)
 
@@ -133,7 +134,7 @@ def _whole(kind: str, value: Any) -> int:
         number = int(value)
     elif isinstance(value, int):
         number = value
-    elif isinstance(value, float) and value.is_integer():
+    elif isinstance(value, float | Decimal) and math.isfinite(value) and value == int(value):
         number = int(value)
     else:
         raise ValueError(value)
@@ -143,7 +144,7 @@ def _whole(kind: str, value: Any) -> int:
 
 
 def _real(kind: str, value: Any) -> int | float:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
+    if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
         raise TypeError(value)
     try:
         number = Decimal(value.strip()) if isinstance(value, str) else Decimal(str(value))

@@ -21,10 +21,18 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from shared.d365.errors import D365Error, D365HTTPError
+from shared.d365.errors import (
+    D365AuthError,
+    D365ConnectionError,
+    D365Error,
+    D365HTTPError,
+    D365ThrottledError,
+    D365TimeoutError,
+)
 from shared.d365.services import CustomServiceClient
 from shared.populate.config import ServiceTarget
-from shared.populate.records import SourceRecord
+from shared.populate.deadline import Deadline, OutOfTime
+from shared.populate.records import SourceRecord, plain
 from shared.populate.results import PopulateResult, RecordOutcome, RecordResult
 from shared.populate.service_params import ParameterError, ParameterTypes, to_parameter
 
@@ -111,11 +119,37 @@ class _Caller:
 
     def invoke(self, body: Mapping[str, Any]) -> Any:
         t = self.target
-        return self.client.call(t.service_group, t.service, t.operation, body)
+        return self.client.call(t.service_group, t.service, t.operation, plain(body))
 
 
 def _key(record: SourceRecord, key_fields: tuple[str, ...]) -> dict[str, Any]:
-    return {name: record.values.get(name) for name in key_fields}
+    return {name: plain(record.values.get(name)) for name in key_fields}
+
+
+def _refused_before_work(exc: D365Error) -> bool:
+    """D365 did not run the operation: throttled past the retries, or the token was refused / not got."""
+    return isinstance(exc, D365ThrottledError | D365AuthError) or not isinstance(
+        exc, D365HTTPError | D365ConnectionError | D365TimeoutError
+    )
+
+
+def _unknown_outcome(exc: D365Error) -> bool:
+    """No usable answer (5xx, dropped connection, time-out): the operation may have run."""
+    return isinstance(exc, D365ConnectionError | D365TimeoutError) or (
+        isinstance(exc, D365HTTPError) and exc.status_code >= 500 and not _x_plus_plus_error(exc)
+    )
+
+
+def _x_plus_plus_error(exc: D365HTTPError) -> bool:
+    # D365 answers an X++ error thrown by the operation with 500 and the Infolog text in the body: the
+    # operation ran and failed (its transaction rolled back), a definite answer
+    return exc.status_code == 500 and (bool(exc.inner_message) or (exc.body or "").lstrip().startswith("{"))
+
+
+MAY_HAVE_RUN = (
+    "the call got no usable answer, so the operation may have been processed: not called again "
+    "automatically (a custom service cannot be asked what it did); check in D365"
+)
 
 
 def call_service(
@@ -126,12 +160,39 @@ def call_service(
     legal_entity: str = "",
     key_fields: tuple[str, ...] = (),
     types: ParameterTypes | None = None,
+    deadline: Deadline | None = None,
 ) -> PopulateResult:
     """Call the operation for ``records`` as ``target`` says; one result per record. ``types``: the
-    operation's parameter types (None: not described, values sent as read)."""
+    operation's parameter types (None: not described, values sent as read).
+
+    A call D365 refused before doing any work (429 past the retries, token) or the run's time limit stops
+    the run: the records left are ``not_attempted`` (``result.unavailable`` says why). A call without a
+    usable answer (5xx without an X++ error, dropped connection) fails its record as ``uncertain`` and stops
+    the run too: D365 is in trouble, and the file needs an operator's check."""
     caller = _Caller(client, target, legal_entity, types)
+    deadline = deadline or Deadline(None)
     stats = {"calls": 0, "parameters_described": int(types is not None)}
     result = PopulateResult(target.name, target.call, stats=stats)
+
+    def stop(numbered: list[SourceRecord], why: str) -> None:
+        result.unavailable = why
+        result.records += [
+            RecordResult(r.number, _key(r, key_fields), RecordOutcome.NOT_ATTEMPTED, why, r.line)
+            for r in numbered
+        ]
+
+    def failed(record: SourceRecord, exc: D365Error) -> RecordResult:
+        unknown = _unknown_outcome(exc)
+        return RecordResult(
+            record.number,
+            _key(record, key_fields),
+            RecordOutcome.FAILED,
+            _message(exc),
+            record.line,
+            MAY_HAVE_RUN if unknown else None,
+            uncertain=unknown,
+        )
+
     if target.call == "whole_file":
         body: dict[str, Any] = {target.records_parameter: [dict(r.values) for r in records]}
         try:
@@ -142,14 +203,20 @@ def call_service(
                 for r in records
             ]
             return result
-        result.stats["calls"] = 1
         try:
+            deadline.check()
+            result.stats["calls"] = 1
             answer = caller.invoke(body)
+        except OutOfTime as exc:
+            stop(records, str(exc))
+            return result
         except D365Error as exc:
-            result.records = [
-                RecordResult(r.number, _key(r, key_fields), RecordOutcome.FAILED, _message(exc), r.line)
-                for r in records
-            ]
+            if _refused_before_work(exc):
+                stop(records, f"D365 is unavailable: {_message(exc)}")
+            else:
+                result.records = [failed(r, exc) for r in records]
+                if _unknown_outcome(exc):
+                    result.unavailable = f"D365 gave no usable answer: {_message(exc)}"
             return result
         per_record = isinstance(answer, list) and len(answer) == len(records)
         for index, record in enumerate(records):
@@ -160,7 +227,7 @@ def call_service(
                 RecordResult(record.number, _key(record, key_fields), outcome, error, record.line, note)
             )
         return result
-    for record in records:
+    for index, record in enumerate(records):
         try:
             body = caller.payload(record)
         except ParameterError as exc:
@@ -170,15 +237,21 @@ def call_service(
                 )
             )
             continue
-        result.stats["calls"] += 1
         try:
+            deadline.check()
+            result.stats["calls"] += 1
             answer = caller.invoke(body)
+        except OutOfTime as exc:
+            stop(records[index:], str(exc))
+            break
         except D365Error as exc:
-            result.records.append(
-                RecordResult(
-                    record.number, _key(record, key_fields), RecordOutcome.FAILED, _message(exc), record.line
-                )
-            )
+            if _refused_before_work(exc):
+                stop(records[index:], f"D365 is unavailable: {_message(exc)}")
+                break
+            result.records.append(failed(record, exc))
+            if _unknown_outcome(exc):
+                stop(records[index + 1 :], f"D365 gave no usable answer: {_message(exc)}")
+                break
             continue
         outcome, error = _verdict(answer)
         result.records.append(

@@ -7,10 +7,15 @@
        "legal_entity": "usmf",           # default company of the records
        "legal_entity_from_request": false,  # true: ?legal_entity=... may choose another one
        "changeset": "group", "changeset_size": 20, "all_or_nothing": false,
+       "allow_record_company": false,    # true: a record's dataAreaId may name another legal entity
        "max_records": 1000}              # default POPULATE_HTTP_MAX_RECORDS
 
 - ``POPULATE_HTTP_MAX_RECORDS`` (1000, 1-5000): records per request (more: 413).
-- ``POPULATE_HTTP_MAX_BYTES`` (4194304, 1 KiB-64 MiB): request body size (more: 413).
+- ``POPULATE_HTTP_MAX_BYTES`` (4194304, 1 KiB-16 MiB): request body size (more: 413).
+- ``POPULATE_HTTP_TIME_LIMIT_SECONDS`` (120, 5-200): one request's time for D365 (well under the ~230 s
+  the Azure front end waits); records left when it runs out are ``not_attempted`` (answer 503).
+- ``POPULATE_FILE_TIME_LIMIT_SECONDS`` (420, 10-540): one file's time for D365 (under host.json's
+  functionTimeout of 10 minutes); a file that runs out is tried again later (or ends partially written).
 - ``POPULATE_METADATA_CACHE_MINUTES`` (60, 0-1440): how long an entity's ``$metadata`` model (and a custom
   service operation's description) is reused.
 """
@@ -45,6 +50,8 @@ class PopulateSettings:
     http_max_records: int = 1000
     http_max_bytes: int = 4 * 1024 * 1024
     metadata_cache_minutes: float = 60.0
+    http_time_limit_seconds: float = 120.0
+    file_time_limit_seconds: float = 420.0
 
     def http_target(self, name: str) -> HttpTarget | None:
         return next((t for t in self.http_targets if t.name.lower() == name.lower()), None)
@@ -75,7 +82,13 @@ class PopulateSettings:
             http_targets=tuple(targets),
             http_max_records=max_records,
             http_max_bytes=reader.integer(
-                "POPULATE_HTTP_MAX_BYTES", 4 * 1024 * 1024, minimum=1024, maximum=64 * 1024 * 1024
+                "POPULATE_HTTP_MAX_BYTES", 4 * 1024 * 1024, minimum=1024, maximum=16 * 1024 * 1024
             ),
             metadata_cache_minutes=reader.number("POPULATE_METADATA_CACHE_MINUTES", 60.0, maximum=1440),
+            http_time_limit_seconds=reader.number(
+                "POPULATE_HTTP_TIME_LIMIT_SECONDS", 120.0, minimum=5, maximum=200
+            ),
+            file_time_limit_seconds=reader.number(
+                "POPULATE_FILE_TIME_LIMIT_SECONDS", 420.0, minimum=10, maximum=540
+            ),
         )

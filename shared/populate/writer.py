@@ -5,14 +5,22 @@ GETs, retried freely) → plan: absent → POST (modes create, upsert), present 
 guarded by the row's ETag (update, upsert) or nothing when D365 already holds the values (``unchanged``)
 → send the writes in changesets of ``changeset_size`` (or one per record, or one for all).
 
+The legal entity is the writer's (the route's or the request's): a record whose ``dataAreaId`` names
+another one fails, unless the target sets ``allow_record_company``.
+
 Safety when something goes wrong:
 - a changeset that fails rolls back only its members: the failing record gets D365's message, the others
   are sent again on their own (unless the target is all-or-nothing), so one bad record sinks no other;
+- a whole ``$batch`` refused with a definite 4xx (nothing applied) is split in halves until the record D365
+  refuses is alone;
 - 429 on the whole ``$batch`` (after the transport's own retries) or on a changeset: D365 applied nothing,
   the same writes are sent again after ``Retry-After``;
 - an unanswered ``$batch`` (5xx, dropped connection: maybe applied, maybe not) is never re-sent blindly:
   its records are read again by key and re-planned, so a create that did land is found and reported as
-  created, never made twice; the same for a PATCH whose ETag no longer matches (412).
+  created, never made twice; a PATCH whose ETag no longer matches (412: nothing applied) is re-planned too;
+- D365 unavailable (connection, 5xx, throttled past every re-send, token) or the run's ``Deadline`` spent:
+  the run stops, the records left are ``not_attempted`` and ``PopulateResult.unavailable`` says why (the
+  file is tried again later, the HTTP caller gets 503).
 """
 
 from __future__ import annotations
@@ -21,19 +29,36 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
 
-from shared.d365.batch import BatchOperation, BatchRequest, OperationResult
+from shared.d365.batch import BatchOperation, BatchRequest, BatchResult, OperationResult
 from shared.d365.bulk import DEFAULT_RETRY_AFTER
-from shared.d365.errors import D365Error, D365ThrottledError
+from shared.d365.errors import (
+    D365AuthError,
+    D365ClientError,
+    D365ConflictError,
+    D365Error,
+    D365HTTPError,
+    D365NotFoundError,
+    D365ThrottledError,
+)
 from shared.d365.odata import ODataClient
 from shared.d365.odata_query import entity_path
 from shared.populate.config import EntityTarget
-from shared.populate.convert import OMIT, ConversionError, same_value, to_wire
+from shared.populate.convert import same_value
+from shared.populate.deadline import Deadline, OutOfTime
+from shared.populate.items import (
+    CONFLICT,
+    UNANSWERED,
+    WriteItem,
+    prepare_item,
+    refuse_repeated_keys,
+    settle,
+    unavailable,
+    url_key,
+)
 from shared.populate.metadata import EntityModel
 from shared.populate.records import SourceRecord
-from shared.populate.results import PopulateResult, RecordOutcome, RecordResult
+from shared.populate.results import PopulateResult, RecordOutcome
 
 __all__ = ["EntityWriter"]
 
@@ -44,24 +69,11 @@ _MINIMAL = {"Prefer": "return=minimal"}
 VERIFY_ROUNDS = 2
 
 
-@dataclass(eq=False)
-class _Item:
-    source: SourceRecord
-    key: dict[str, Any] = field(default_factory=dict)
-    values: dict[str, Any] = field(default_factory=dict)
-    current: dict[str, Any] | None = None
-    operation: BatchOperation | None = None
-    intended: RecordOutcome | None = None
-    result: RecordResult | None = None
-    unsure: str | None = None  # why the last write's outcome is unknown (read back and re-planned)
-    confirmed_as: RecordOutcome | None = None  # what an unsure earlier write meant to do
-    sends: int = 0
-
-    def finish(self, outcome: RecordOutcome, error: str | None = None, note: str | None = None) -> None:
-        self.result = RecordResult(self.source.number, self.key, outcome, error, self.source.line, note)
+class _Unavailable(Exception):
+    """D365 cannot be used now: the run stops, what is left is not attempted."""
 
 
-def _chunks(items: list[_Item], size: int) -> Iterator[list[_Item]]:
+def _chunks(items: list[WriteItem], size: int) -> Iterator[list[WriteItem]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -78,91 +90,74 @@ class EntityWriter:
         legal_entity: str = "",
         sleep: Callable[[float], None] = time.sleep,
         max_batch_operations: int = MAX_BATCH_OPERATIONS,
+        deadline: Deadline | None = None,
     ) -> None:
         self.odata, self.model, self.target = odata, model, target
         self.legal_entity = legal_entity.lower()
         self.sleep = sleep
+        self.deadline = deadline or Deadline(None)
         self.max_batch = max(max_batch_operations, target.max_records if target.all_or_nothing else 1)
         self.stats: dict[str, int] = {"read_batches": 0, "write_batches": 0, "resent": 0, "read_back": 0}
 
     # -- the run
 
     def write(self, records: list[SourceRecord]) -> PopulateResult:
-        items = [self._prepare(record) for record in records]
-        self._refuse_repeated_keys(items)
+        items = [
+            prepare_item(record, self.model, self.legal_entity, self.target.allow_record_company)
+            for record in records
+        ]
+        refuse_repeated_keys(self.model, items)
+        stopped: str | None = None
+        try:
+            self._rounds(items)
+        except OutOfTime as exc:
+            stopped = str(exc)
+        except _Unavailable as exc:
+            stopped = str(exc)
+        for item in items:
+            if item.result is None:
+                settle(item, stopped)
+        result = PopulateResult(self.model.entity_set, self.target.mode, stats=dict(self.stats))
+        result.records = [i.result for i in items if i.result is not None]
+        result.unavailable = stopped
+        return result
+
+    def _rounds(self, items: list[WriteItem]) -> None:
         pending = [i for i in items if i.result is None]
         for _ in range(VERIFY_ROUNDS):
             self._read(pending)
             writes = [i for i in pending if i.result is None and self._plan(i)]
             if self.target.all_or_nothing and any(_failed(i) for i in items):
                 self._abandon(items)
-                break
+                return
             self._send(writes)
             pending = [i for i in writes if i.result is None and i.unsure is not None]
             if not pending:
-                break
+                return
             self.stats["read_back"] += len(pending)
             for item in pending:
-                item.confirmed_as, item.current, item.operation = item.intended, None, None
-        for item in items:
-            if item.result is None:
-                item.finish(RecordOutcome.FAILED, f"outcome unknown: {item.unsure or 'no answer from D365'}")
-        result = PopulateResult(self.model.entity_set, self.target.mode, stats=dict(self.stats))
-        result.records = [i.result for i in items if i.result is not None]
-        return result
+                if item.unsure_kind == UNANSWERED:
+                    item.confirmed_as = item.intended
+                item.current, item.operation = None, None
 
-    # -- conversion and keys
+    # -- calls
 
-    def _prepare(self, record: SourceRecord) -> _Item:
-        item = _Item(record)
-        item.key = {k: record.values[k] for k in self.model.keys if k in record.values}
-        try:
-            for name, raw in record.values.items():
-                if "@" in name:
-                    continue  # annotations such as @odata.etag are not fields
-                prop = self.model.field(name)
-                if prop is None:
-                    raise ConversionError(f"field {name!r} is not a property of {self.model.type_name}")
-                value = to_wire(prop, raw, from_text=record.from_text)
-                if value is not OMIT:
-                    item.values[name] = value
-            if self.model.company_specific:
-                company = str(item.values.get("dataAreaId") or self.legal_entity).lower()
-                if not company:
-                    raise ConversionError(
-                        "no legal entity: give the route or request one, or the record a dataAreaId"
-                    )
-                item.values["dataAreaId"] = company
-            missing = [k for k in self.model.keys if item.values.get(k) in (None, "")]
-            if missing:
-                raise ConversionError(
-                    f"key field(s) {', '.join(missing)} missing (the key of {self.model.entity_set} is "
-                    f"{', '.join(self.model.keys)})"
-                )
-        except ConversionError as exc:
-            item.finish(RecordOutcome.FAILED, str(exc))
-            return item
-        item.key = {k: item.values[k] for k in self.model.keys}
-        return item
+    def _execute(self, batch: BatchRequest) -> BatchResult:
+        self.deadline.check()
+        return self.odata.execute_batch(batch)
 
-    def _refuse_repeated_keys(self, items: list[_Item]) -> None:
-        seen: dict[tuple[str, ...], int] = {}
-        for item in items:
-            if item.result is not None:
-                continue
-            # D365 compares keys without regard to case
-            folded = tuple(str(item.key[k]).lower() for k in self.model.keys)
-            first = seen.setdefault(folded, item.source.number)
-            if first != item.source.number:
-                item.finish(RecordOutcome.FAILED, f"the same key as record {first}: a key may appear once")
+    def _wait(self, seconds: float) -> None:
+        if seconds > 0:
+            self.deadline.check(seconds)
+            self.sleep(seconds)
 
     # -- reading by key
 
-    def _read(self, items: list[_Item]) -> None:
+    def _read(self, items: list[WriteItem]) -> None:
         """Fill ``current`` (None = absent) for every item; a read that fails fails its record."""
         queue = list(items)
         for attempt in range(MAX_RESENDS + 1):
-            retry: list[_Item] = []
+            retry: list[WriteItem] = []
             wait = 0.0
             for chunk in _chunks(queue, MAX_BATCH_OPERATIONS):
                 batch = BatchRequest()
@@ -170,14 +165,20 @@ class EntityWriter:
                 # dataAreaId in the key and cross-company=true, both readings of the docs find the row
                 ops = [
                     batch.add(
-                        BatchOperation.get(self.model.entity_set, i.key, params={"cross-company": "true"})
+                        BatchOperation.get(
+                            self.model.entity_set, url_key(self.model, i), params={"cross-company": "true"}
+                        )
                     )
                     for i in chunk
                 ]
                 self.stats["read_batches"] += 1
                 try:
-                    answer = self.odata.execute_batch(batch)
+                    answer = self._execute(batch)
                 except D365Error as exc:
+                    if unavailable(exc):
+                        raise _Unavailable(
+                            f"D365 is unavailable (reading the current records): {exc}"
+                        ) from exc
                     for item in chunk:
                         item.finish(RecordOutcome.FAILED, f"could not read the current record: {exc}")
                     continue
@@ -190,19 +191,19 @@ class EntityWriter:
                         item.current = None
                     elif found.retryable and attempt < MAX_RESENDS:
                         retry.append(item)
-                        wait = max(wait, found.retry_after or 1.0)
+                        wait = max(wait, found.retry_after or (1.0 if found.throttled else 0.0))
                     else:
                         item.finish(
                             RecordOutcome.FAILED, f"could not read the current record: {_error(found)}"
                         )
             if not retry:
                 return
-            self.sleep(wait)
+            self._wait(wait)
             queue = retry
 
     # -- planning
 
-    def _plan(self, item: _Item) -> bool:
+    def _plan(self, item: WriteItem) -> bool:
         """Decide what ``item`` needs; True when it needs a write (``operation`` set)."""
         entity_set, mode = self.model.entity_set, self.target.mode
         current = item.current
@@ -215,6 +216,8 @@ class EntityWriter:
                 )
                 return False
             item.intended = RecordOutcome.CREATED
+            if item.confirmed_as is not None:
+                item.note = "sent again after an unanswered $batch (reading it back showed it had not landed)"
             # return=minimal: the created row is not needed back, and serialising it costs D365 a read each.
             # Whether D365 honours it (204) or answers 201 with the row is UNCONFIRMED (ref §1.5): any 2xx
             # counts and the body is never read.
@@ -224,11 +227,19 @@ class EntityWriter:
             name: value
             for name, value in item.values.items()
             if name not in self.model.keys
-            and not same_value(self.model.properties[name], current.get(name), value)
+            and not same_value(
+                self.model.properties[name], current.get(name), value, date_only=name in item.date_only
+            )
         }
         if not changes:
             if item.confirmed_as is not None:  # an unanswered write that did land
                 item.finish(item.confirmed_as, note="confirmed by reading it back after an unanswered $batch")
+            elif item.unsure_kind == CONFLICT:
+                item.finish(
+                    RecordOutcome.UNCHANGED,
+                    note="the record changed in D365 after it was read (ETag mismatch); read again, it "
+                    "already held these values",
+                )
             else:
                 item.finish(RecordOutcome.UNCHANGED)
             return False
@@ -240,13 +251,19 @@ class EntityWriter:
             )
             return False
         item.intended = RecordOutcome.UPDATED
+        if item.unsure_kind == CONFLICT:
+            item.note = "written again after the record changed in D365 since it was read (ETag mismatch)"
+        elif item.confirmed_as is not None:
+            item.note = "sent again after an unanswered $batch (reading it back showed it had not landed)"
         # ref §1.5: whether D365 enforces If-Match is UNCONFIRMED. If it does, a stale ETag (412) is read
         # back and re-planned; if not, only the differing fields are sent, so little is overwritten.
         etag = current.get("@odata.etag")
-        item.operation = BatchOperation.update(entity_set, item.key, changes, etag=etag if etag else None)
+        item.operation = BatchOperation.update(
+            entity_set, url_key(self.model, item), changes, etag=etag if etag else None
+        )
         return True
 
-    def _abandon(self, items: list[_Item]) -> None:
+    def _abandon(self, items: list[WriteItem]) -> None:
         failed = next(i for i in items if _failed(i))
         assert failed.result is not None
         reason = (
@@ -259,41 +276,81 @@ class EntityWriter:
 
     # -- writing
 
-    def _groups(self, writes: list[_Item]) -> deque[list[_Item]]:
+    def _groups(self, writes: list[WriteItem]) -> deque[list[WriteItem]]:
         if self.target.all_or_nothing:
             return deque([writes] if writes else [])
         return deque(_chunks(writes, self.target.group_size))
 
-    def _send(self, writes: list[_Item]) -> None:
+    def _send(self, writes: list[WriteItem]) -> None:
+        for item in writes:
+            item.unsure = item.unsure_kind = None
         queue = self._groups(writes)
-        while queue:
-            groups: list[list[_Item]] = []
-            count = 0
-            while queue and (not groups or count + len(queue[0]) <= self.max_batch):
-                groups.append(queue.popleft())
-                count += len(groups[-1])
-            batch = BatchRequest()
-            for group in groups:
-                batch.changeset([self._fresh(item) for item in group])
-            self.stats["write_batches"] += 1
-            try:
-                answer = self.odata.execute_batch(batch)
-            except D365ThrottledError as exc:
-                self._resend_later(groups, queue, exc.retry_after, str(exc))
-                continue
-            except D365Error as exc:  # maybe applied, maybe not: read back, never re-send blindly
-                for group in groups:
-                    for item in group:
-                        item.unsure = f"the $batch got no usable answer ({exc})"
-                continue
-            wait = 0.0
-            by_op = {id(r.operation): r for r in answer}
-            for group in groups:
-                wait = max(wait, self._book(group, [by_op[id(self._op(i))] for i in group], queue))
-            if wait:
-                self.sleep(wait)
+        halves: deque[list[list[WriteItem]]] = deque()  # parts of a refused $batch, sent as they are
+        while queue or halves:
+            if halves:
+                groups = halves.popleft()
+            else:
+                groups, count = [], 0
+                while queue and (not groups or count + len(queue[0]) <= self.max_batch):
+                    groups.append(queue.popleft())
+                    count += len(groups[-1])
+            self._send_batch(groups, queue, halves)
 
-    def _fresh(self, item: _Item) -> BatchOperation:
+    def _send_batch(
+        self,
+        groups: list[list[WriteItem]],
+        queue: deque[list[WriteItem]],
+        halves: deque[list[list[WriteItem]]],
+    ) -> None:
+        batch = BatchRequest()
+        for group in groups:
+            batch.changeset([self._fresh(item) for item in group])
+        self.stats["write_batches"] += 1
+        try:
+            answer = self._execute(batch)
+        except D365ThrottledError as exc:
+            self._resend_later(groups, queue, exc.retry_after, str(exc))
+            return
+        except D365AuthError as exc:  # refused before anything ran
+            raise _Unavailable(f"D365 is unavailable (writing): {exc}") from exc
+        except (D365ClientError, D365NotFoundError, D365ConflictError) as exc:
+            self._split(groups, halves, exc)  # refused as a whole before any part ran: nothing applied
+            return
+        except D365Error as exc:  # maybe applied, maybe not: read back, never re-send blindly
+            for group in groups:
+                for item in group:
+                    item.unsure, item.unsure_kind = f"the $batch got no usable answer ({exc})", UNANSWERED
+            return  # the read-back round settles these (or finds D365 unavailable)
+        wait = 0.0
+        by_op = {id(r.operation): r for r in answer}
+        for group in groups:
+            wait = max(wait, self._book(group, [by_op[id(self._op(i))] for i in group], queue))
+        self._wait(wait)
+
+    def _split(
+        self, groups: list[list[WriteItem]], halves: deque[list[list[WriteItem]]], exc: D365HTTPError
+    ) -> None:
+        """A $batch D365 refused as a whole (a definite 4xx): its halves are sent again on their own until
+        the record it refuses is alone, which then fails with D365's message."""
+        items = [item for group in groups for item in group]
+        if len(items) == 1 or self.target.all_or_nothing:
+            message = f"HTTP {exc.status_code}: {exc.inner_message or exc.message}"
+            if len(items) > 1:
+                message = f"not written: the all-or-nothing $batch was refused as a whole: {message}"
+            for item in items:
+                item.finish(RecordOutcome.FAILED, message)
+            return
+        if len(groups) > 1:
+            middle = (len(groups) + 1) // 2
+            left, right = groups[:middle], groups[middle:]
+        else:
+            middle = (len(items) + 1) // 2
+            left, right = [items[:middle]], [items[middle:]]
+        self.stats["resent"] += len(items)
+        halves.appendleft(right)
+        halves.appendleft(left)
+
+    def _fresh(self, item: WriteItem) -> BatchOperation:
         # a new object per send: a BatchOperation may be registered once per batch
         op = self._op(item)
         item.operation = BatchOperation(op.method, op.url, op.body, op.headers)
@@ -301,30 +358,38 @@ class EntityWriter:
         return item.operation
 
     @staticmethod
-    def _op(item: _Item) -> BatchOperation:
+    def _op(item: WriteItem) -> BatchOperation:
         assert item.operation is not None
         return item.operation
 
-    def _book(self, group: list[_Item], outcomes: list[OperationResult], queue: deque[list[_Item]]) -> float:
-        """Record one changeset's answer; returns how long to wait before re-sending (0 = no re-send)."""
+    def _book(
+        self, group: list[WriteItem], outcomes: list[OperationResult], queue: deque[list[WriteItem]]
+    ) -> float:
+        """Record one changeset's answer; returns how long to wait before re-sending (0 = no wait)."""
         if all(o.ok for o in outcomes):
             for item in group:
                 assert item.intended is not None
-                note = "confirmed after a re-read" if item.confirmed_as is not None else None
-                item.finish(item.intended, note=note)
+                item.finish(item.intended)
             return 0.0
         bad = [o for o in outcomes if not o.ok]
-        if all(o.retryable for o in bad) and all(i.sends <= MAX_RESENDS for i in group):
+        if all(o.retryable for o in bad):
+            if any(i.sends > MAX_RESENDS for i in group):
+                first = next(o for o in bad if o.throttled) if any(o.throttled for o in bad) else bad[0]
+                raise _Unavailable(
+                    f"D365 still refused the writes after {MAX_RESENDS} re-sends: {_error(first)}"
+                )
             self.stats["resent"] += len(group)
             queue.append(group)
-            return max([o.retry_after or DEFAULT_RETRY_AFTER for o in bad if o.throttled] or [1.0])
+            # a part D365 left unanswered (not executed) goes again at once; a throttled one after Retry-After
+            return max([o.retry_after or DEFAULT_RETRY_AFTER for o in bad if o.throttled] or [0.0])
         culprit = next((o for o in bad if not o.rolled_back), bad[0])
         for item, outcome in zip(group, outcomes, strict=True):
             if outcome.rolled_back and len(group) > 1 and not self.target.all_or_nothing:
                 self.stats["resent"] += 1
                 queue.append([item])  # innocent: its changeset failed because of another record
-            elif outcome.status == 412:
+            elif outcome.status == 412:  # nothing applied: read again and re-planned
                 item.unsure = "the record was changed in D365 after it was read (ETag mismatch)"
+                item.unsure_kind = CONFLICT
             elif outcome.rolled_back:
                 culprit_item = group[outcomes.index(culprit)]
                 item.finish(
@@ -337,19 +402,21 @@ class EntityWriter:
         return 0.0
 
     def _resend_later(
-        self, groups: list[list[_Item]], queue: deque[list[_Item]], retry_after: float | None, why: str
+        self,
+        groups: list[list[WriteItem]],
+        queue: deque[list[WriteItem]],
+        retry_after: float | None,
+        why: str,
     ) -> None:
-        for group in groups:
-            if all(i.sends <= MAX_RESENDS for i in group):
-                self.stats["resent"] += len(group)
-                queue.append(group)
-            else:
-                for item in group:
-                    item.finish(RecordOutcome.FAILED, f"still throttled after {MAX_RESENDS} re-sends: {why}")
-        self.sleep(DEFAULT_RETRY_AFTER if retry_after is None else retry_after)
+        if any(i.sends > MAX_RESENDS for group in groups for i in group):
+            raise _Unavailable(f"D365 still throttled the writes after {MAX_RESENDS} re-sends: {why}")
+        for group in reversed(groups):
+            self.stats["resent"] += len(group)
+            queue.appendleft(group)
+        self._wait(DEFAULT_RETRY_AFTER if retry_after is None else retry_after)
 
 
-def _failed(item: _Item) -> bool:
+def _failed(item: WriteItem) -> bool:
     return item.result is not None and item.result.outcome is RecordOutcome.FAILED
 
 

@@ -17,6 +17,7 @@ import requests
 from localstack.processes import ROOT
 from tests.integration.test_imports_runner import other_functions
 from tests.support.app_env import stack_env
+from tests.support.d365 import faults
 from tests.support.runner_process import runner_command, runner_process, write_local_settings
 from tests.support.stack import AzuriteInfo, EmulatorInfo
 
@@ -135,6 +136,29 @@ def test_only_allow_listed_targets_and_only_with_a_function_key(served: Served) 
     assert response.status_code == 404
     assert response.json()["allowed"] == ["customers", "groups"]
     assert served.post("groups", [{"CustomerGroupId": "K"}], key=None).status_code == 401
+    assert served.post("groups", [{"CustomerGroupId": "K"}], key="not-the-key").status_code == 401
     fixed = served.post("customers", [{"CustomerAccount": "K-1"}], legal_entity="demf")
     assert fixed.status_code == 400
     assert "writes to legal entity 'usmf' only" in fixed.json()["error"]
+    bad = served.post("groups", [{"CustomerGroupId": "K"}], legal_entity="u$mf")
+    assert bad.status_code == 400
+    assert bad.json()["error"] == "legal_entity 'u$mf' must be 1-10 letters or digits"
+    # the company comes from the target or the request, never from a record
+    other = served.post("customers", [{"CustomerAccount": "K-2", "dataAreaId": "demf"}])
+    assert other.status_code == 207
+    assert "writes to legal entity 'usmf' only" in other.json()["records"][0]["error"]
+
+
+def test_d365_unavailable_is_503_with_retry_after(served: Served, emulator: EmulatorInfo) -> None:
+    emulator.admin("POST", "reset")
+    rule = {"family": "odata", "path_prefix": "/data/$batch", "error_rate": 1, "error_status": 503}
+    faults(emulator, rule)
+    try:
+        response = served.post("groups", [{"CustomerGroupId": "U1"}])
+    finally:
+        faults(emulator)
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"] == "30"
+    body = response.json()
+    assert [r["outcome"] for r in body["records"]] == ["not_attempted"]
+    assert "send the same request again later" in body["error"]

@@ -21,7 +21,7 @@ from tests.support.d365 import faults, logged
 make_stack = test_populate_odata.make_stack  # the same fixture: own containers, reset emulator
 
 SERVICE = {
-    "target": "service", "legal_entity": "usmf", "service_group": "EmuIntegrationServices",
+    "target": "service", "service_group": "EmuIntegrationServices",
     "service": "EmuContactService", "key_fields": ["ContactId"],
 }  # fmt: skip
 PER_RECORD = {**SERVICE, "name": "contacts", "operation": "upsertContact", "record_parameter": "_contact"}
@@ -92,7 +92,7 @@ def test_fields_mapped_to_top_level_parameters_and_an_answer_that_says_no_outcom
     assert "Contact L-404 does not exist." in records[2]["error"]
 
 
-SESSION = {"target": "service", "legal_entity": "usmf", "service_group": "UserSessionService",
+SESSION = {"target": "service", "service_group": "UserSessionService",
            "service": "AifUserSessionService", "operation": "ApplyTimeZone", "key_fields": ["When"],
            "parameter_map": {"When": "dateTime", "Offset": "timeZoneOffset"}}  # fmt: skip
 SESSION_PATH = "/api/services/UserSessionService/AifUserSessionService/ApplyTimeZone"
@@ -123,7 +123,7 @@ def test_csv_values_are_converted_to_the_described_parameter_types(
     sent = bodies(monkeypatch)
     rows = [
         ["When", "Offset"],
-        ["2024-05-01 08:30", "3"],
+        ["2024-05-01 08:30Z", "3"],
         ["2024-05-01T08:30:00+02:00", " -2 "],
         ["yesterday", "1"],
         ["2024-05-01", "3.5"],

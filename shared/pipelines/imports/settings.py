@@ -22,7 +22,8 @@ App settings (all optional; an app without imports configures no route and every
 - ``IMPORT_ERROR_FILE_POLLS`` (15) / ``IMPORT_ERROR_FILE_POLL_SECONDS`` (2): bounded polling of
   ``GetImportTargetErrorKeysFileUrl`` per entity.
 - ``IMPORT_UNKNOWN_STATUS_POLLS`` (3): ``Unknown`` execution statuses seen before a job counts as failed.
-- ``IMPORT_COMPRESSION_LEVEL`` (1, 0-9): deflate level of packages built from raw files (0 = stored).
+- ``IMPORT_COMPRESSION_LEVEL`` (1, 0-9): deflate level of packages built from raw files (0 = stored; 1-3
+  ISA-L when ``isal`` is importable, else zlib; 4-9 zlib).
 - ``IMPORT_UPLOAD_CONCURRENCY`` (2): blocks in flight when uploading a package to D365's SAS URL.
 - Size limits: ``PACKAGE_MAX_BYTES``, ``PACKAGE_MAX_ENTRIES``, ``PACKAGE_MAX_UNCOMPRESSED_BYTES``,
   ``PACKAGE_MAX_ENTRY_BYTES``, ``PACKAGE_MAX_RATIO`` (``shared.packages.validate.PackageLimits``), plus a
@@ -272,6 +273,10 @@ def _route(reader: SettingsReader, index: int, item: dict[str, Any]) -> Route:
     if not found and entity:
         found = (EntityConfig(entity=entity),)
     max_mb = item.get("max_file_mb")
+    if target in POPULATE_TARGETS:  # small files read record by record: 32 MB by default, 64 MB at most
+        max_bytes: int | None = fields.whole("max_file_mb", 32, 1, 64) * MiB
+    else:
+        max_bytes = None if max_mb is None else fields.whole("max_file_mb", 1, 1, 10**7) * MiB
     route = Route(
         name=name,
         prefix=prefix,
@@ -288,11 +293,12 @@ def _route(reader: SettingsReader, index: int, item: dict[str, Any]) -> Route:
         file_name_token=fields.whole("file_name_token", 0, 0, 50),
         accept=fields.choice("accept", ("any", "package", "raw"), "any"),
         entities=found,
-        # writing records again is safe (read by key first), so populate routes re-write an identical re-drop
+        # writing records again through OData is safe (read by key first), so odata routes re-write an
+        # identical re-drop; a custom service is not safe to run twice, so service routes skip it
         on_redrop=fields.choice(
-            "on_redrop", ("skip", "reimport"), "reimport" if target in POPULATE_TARGETS else "skip"
+            "on_redrop", ("skip", "reimport"), "reimport" if target == "odata" else "skip"
         ),
-        max_file_bytes=None if max_mb is None else fields.whole("max_file_mb", 1, 1, 10**7) * MiB,
+        max_file_bytes=max_bytes,
         package_version=fields.text("package_version", "2") or "2",
         populate=populate_route(fields, target) if target in POPULATE_TARGETS else None,
     )

@@ -1,26 +1,28 @@
-"""The HTTP populate pipeline: a small JSON batch of records for an allow-listed entity, written like a file
-of an ``odata`` route, answered with one result per record.
+"""The HTTP populate pipeline (blueprints/populate.py): a small JSON batch of records for an allow-listed
+entity, written like a file of an ``odata`` route (shared/populate/), answered with one result per record.
 
 Answers (``status``, JSON body): 200 every record written (created, updated or unchanged); 207 some or all
-records failed (the body says which and why); 400 malformed input; 404 an entity that is not allow-listed;
-413 too large (bytes or records); 502 D365 could not be asked for the entity's ``$metadata``; 500 a
-configured entity set D365 does not know. A repeated request is safe: records are read by key before they
-are written, so the repeat answers ``unchanged``.
+records failed (the body says which and why); 400 malformed input or a legal entity the target does not
+take; 404 an entity that is not allow-listed; 413 too large (bytes or records); 502 D365 could not be asked
+for the entity's ``$metadata``; 500 a configured entity set D365 does not know; 503 (with ``Retry-After``)
+D365 was unavailable or the time limit (POPULATE_HTTP_TIME_LIMIT_SECONDS) ran out before anything was
+written: the records are ``not_attempted``, send the request again later. A repeated request is safe:
+records are read by key before they are written, so the repeat answers ``unchanged``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from shared.context import AppContext
 from shared.d365.errors import D365Error
+from shared.populate.deadline import Deadline
 from shared.populate.metadata import UnknownEntitySet
-from shared.populate.records import InputError, RecordLimitExceeded, records_from_json
+from shared.populate.records import InputError, RecordLimitExceeded, parse_json, records_from_json
 from shared.populate.run import entity_model, write_records
 from shared.populate.settings import PopulateSettings
 from shared.redact import redact_text
@@ -30,12 +32,14 @@ __all__ = ["HttpAnswer", "populate_request"]
 
 log = logging.getLogger(__name__)
 _LEGAL_ENTITY_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789")
+RETRY_AFTER_SECONDS = 30  # what a 503 asks the caller to wait (D365's own Retry-After when it gave one)
 
 
 @dataclass(frozen=True)
 class HttpAnswer:
     status: int
     body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def _error(status: int, message: str, **extra: Any) -> HttpAnswer:
@@ -49,9 +53,11 @@ def populate_request(
     *,
     legal_entity: str | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> HttpAnswer:
     """Write the records in ``body`` (a JSON array of objects, or ``{"records": [...]}``) to the target."""
     settings = context.settings.section(PopulateSettings)
+    deadline = Deadline(settings.http_time_limit_seconds, clock=clock)
     target = settings.http_target(target_name)
     if target is None:
         allowed = sorted(t.name for t in settings.http_targets)
@@ -69,7 +75,7 @@ def populate_request(
             "DMF import route",
         )
     try:
-        parsed = json.loads(body.decode("utf-8-sig"))
+        parsed = parse_json(body.decode("utf-8-sig"))
         records = records_from_json(parsed, limit=limit_records)
     except RecordLimitExceeded:
         return _error(
@@ -99,8 +105,14 @@ def populate_request(
         return _error(500, f"populate target {target.name!r} is misconfigured: {exc}")
     except D365Error as exc:
         return _error(502, f"could not read the entity's $metadata from D365: {exc}")
-    result = write_records(context, target.entity, model, records, legal_entity=company, sleep=sleep)
+    result = write_records(
+        context, target.entity, model, records, legal_entity=company, sleep=sleep, deadline=deadline
+    )
     answer = {"name": target.name, "legal_entity": company, **result.to_dict(), "message": result.message()}
-    status = 200 if result.outcome is Outcome.SUCCEEDED else 207
     log.info("POPULATE_HTTP %s %s: %s", target.name, result.outcome, result.message())
-    return HttpAnswer(status, answer)
+    if result.retry_later:
+        answer["error"] = redact_text(
+            f"nothing was written: {result.unavailable}; send the same request again later (it is safe)"
+        )
+        return HttpAnswer(503, answer, {"Retry-After": str(RETRY_AFTER_SECONDS)})
+    return HttpAnswer(200 if result.outcome is Outcome.SUCCEEDED else 207, answer)
