@@ -325,11 +325,12 @@ class ODataClient:
 
     # ------------------------------------------------------------------------------------------ batch
 
-    def execute_batch(self, batch: BatchRequest) -> BatchResult:
+    def execute_batch(self, batch: BatchRequest, *, timeout: float | None = None) -> BatchResult:
         """POST ``/data/$batch`` (multipart, ref §1.6) and map every answer back to its operation.
 
         Only a batch of reads is idempotent; otherwise a 5xx or dropped connection is not retried (its
-        effect is unknown), but a 429 on the whole batch is (D365 did nothing).
+        effect is unknown), but a 429 on the whole batch is (D365 did nothing). ``timeout`` bounds the
+        call, waits and retries included (default: the transport's total deadline).
         """
         body, content_type = batch.encode(self._transport.base_url)
         response = self._transport.request(
@@ -344,6 +345,7 @@ class ODataClient:
                 "Prefer": "odata.continue-on-error",
             },
             idempotent=batch.read_only,
+            timeout=timeout,
         )
         try:
             return batch.parse_response(response.headers.get("Content-Type", ""), response.content)

@@ -25,6 +25,16 @@ class Deadline:
     def remaining(self) -> float:
         return float("inf") if self._end is None else self._end - self._clock()
 
+    def call_budget(self) -> float | None:
+        """Raise ``OutOfTime`` unless a call has room; else the most it may take (waits and retries
+        included) so it ends by the limit (None: no limit). One clock reading for both."""
+        if self._end is None:
+            return None
+        left = self._end - self._clock()
+        if left < self.margin:
+            raise OutOfTime(self.reason)
+        return max(left - self.margin, 0.5)
+
     def check(self, needed: float = 0.0) -> None:
         """Raise ``OutOfTime`` unless ``needed`` seconds (plus the margin) are left."""
         if self.remaining() < needed + self.margin:

@@ -143,8 +143,7 @@ class EntityWriter:
     # -- calls
 
     def _execute(self, batch: BatchRequest) -> BatchResult:
-        self.deadline.check()
-        return self.odata.execute_batch(batch)
+        return self.odata.execute_batch(batch, timeout=self.deadline.call_budget())
 
     def _wait(self, seconds: float) -> None:
         if seconds > 0:

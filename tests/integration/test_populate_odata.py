@@ -203,11 +203,11 @@ class FaultOnFirstWrite(ODataClient):
         super().__init__(stack.context.transport)
         self.stack, self.rule, self.armed = stack, rule, False
 
-    def execute_batch(self, batch: BatchRequest) -> BatchResult:
+    def execute_batch(self, batch: BatchRequest, *, timeout: float | None = None) -> BatchResult:
         if not batch.read_only and not self.armed:
             self.armed = True
             faults(self.stack.emulator, self.rule)
-        return super().execute_batch(batch)
+        return super().execute_batch(batch, timeout=timeout)
 
 
 def test_an_unanswered_batch_is_read_back_and_never_creates_twice(make_stack: Make) -> None:

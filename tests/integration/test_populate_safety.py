@@ -176,7 +176,7 @@ class ChangedUnderfoot(ODataClient):
         super().__init__(context.transport)
         self.times, self.n = times, 0
 
-    def execute_batch(self, batch: BatchRequest) -> BatchResult:
+    def execute_batch(self, batch: BatchRequest, *, timeout: float | None = None) -> BatchResult:
         if not batch.read_only and self.n < self.times:
             self.n += 1
             self.update(
@@ -184,7 +184,7 @@ class ChangedUnderfoot(ODataClient):
                 {"dataAreaId": "usmf", "CustomerGroupId": "10"},
                 {"TaxGroupId": f"T{self.n}"},
             )
-        return super().execute_batch(batch)
+        return super().execute_batch(batch, timeout=timeout)
 
 
 def test_a_patch_is_guarded_by_the_etag_and_a_mismatch_is_read_again(context: AppContext) -> None:
@@ -211,11 +211,11 @@ class RefuseFirstWrite(ODataClient):
         super().__init__(context.transport)
         self.emulator, self.armed = emulator, False
 
-    def execute_batch(self, batch: BatchRequest) -> BatchResult:
+    def execute_batch(self, batch: BatchRequest, *, timeout: float | None = None) -> BatchResult:
         if not batch.read_only and not self.armed:
             self.armed = True
             faults(self.emulator, {**BATCH_503, "error_status": 400, "count": 1})
-        return super().execute_batch(batch)
+        return super().execute_batch(batch, timeout=timeout)
 
 
 def test_a_batch_refused_as_a_whole_is_split(context: AppContext, clean_emulator: EmulatorInfo) -> None:
@@ -331,3 +331,36 @@ def test_a_file_larger_than_one_range_is_read_in_ranges_and_hashed(make_stack: M
     report, status = drop_and_run(stack, "groups/s.json", bigger)
     assert (report.outcome, report.reason_code) == ("rejected", "too_many_records")
     assert status["correlation"]["sha256"] == hashlib.sha256(bigger).hexdigest()
+
+
+class BudgetSpy(ODataClient):
+    """The real client, noting the time budget each $batch call was given."""
+
+    def __init__(self, context: AppContext) -> None:
+        super().__init__(context.transport)
+        self.budgets: list[float | None] = []
+
+    def execute_batch(self, batch: BatchRequest, *, timeout: float | None = None) -> BatchResult:
+        self.budgets.append(timeout)
+        return super().execute_batch(batch, timeout=timeout)
+
+
+def test_a_call_in_flight_is_bounded_by_what_the_run_has_left(context: AppContext) -> None:
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 4
+        return now[0]
+
+    spy = BudgetSpy(context)
+    model = entity_model(context, "CustomerGroups")
+    writer = EntityWriter(
+        spy, model, EntityTarget("CustomerGroups"), legal_entity="usmf", deadline=Deadline(60, clock=clock)
+    )
+    result = writer.write([SourceRecord(1, {"CustomerGroupId": "BUD1"}, False)])
+    assert [r.outcome for r in result.records] == [RecordOutcome.CREATED]
+    assert spy.budgets, "no $batch call was made"
+    budgets = [b for b in spy.budgets if b is not None]
+    assert len(budgets) == len(spy.budgets), spy.budgets
+    assert all(0 < b < 60 for b in budgets), budgets
+    assert budgets == sorted(budgets, reverse=True)  # each later call gets what is left, no more

@@ -438,3 +438,17 @@ def test_a_deadline_refuses_what_cannot_end_in_time() -> None:
     with pytest.raises(OutOfTime, match="time limit of 10 s"):
         deadline.check(4)
     Deadline(None).check(10**9)
+
+
+def test_a_call_never_gets_more_time_than_the_run_has_left() -> None:
+    from shared.populate.deadline import Deadline, OutOfTime
+
+    now = [100.0]
+    deadline = Deadline(30, clock=lambda: now[0], margin=1.0)
+    assert deadline.call_budget() == 29.0
+    now[0] = 125.0
+    assert deadline.call_budget() == 4.0
+    now[0] = 129.5
+    with pytest.raises(OutOfTime):
+        deadline.call_budget()  # no room left: the call is not started
+    assert Deadline(None).call_budget() is None
