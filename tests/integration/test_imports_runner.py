@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,15 +43,8 @@ def runner(tmp_path: Path, settings: dict[str, str]) -> Iterator[tuple[dict[str,
         "--host-id", f"imports-e2e-{int(time.time() * 1000)}",
     )  # fmt: skip
     env = {"PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1", "HOME": str(tmp_path)}
-    with runner_process(command, env, ready_timeout=60) as (process, info, output):
-        try:
-            yield info, output
-        finally:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+    with runner_process(command, env, ready_timeout=60) as (_process, info, output):
+        yield info, output
 
 
 def test_a_dropped_file_is_imported_and_archived_through_the_runner(

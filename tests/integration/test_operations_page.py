@@ -190,18 +190,13 @@ def seeded(
     settings_file = write_local_settings(tmp / "local.settings.json", runner_env)
     command = runner_command("function_app:app", ROOT, settings_file, "--host-id", f"ops-page-{suffix}")
     process_env = {"PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1", "HOME": str(tmp)}
-    with runner_process(command, process_env, ready_timeout=60) as (process, info, _output):
-        [http] = [h for h in info["http"] if h["function"] == "operations_page"]
-        key = info["function_keys"]["operations_page"]["default"]
-        try:
+    try:
+        with runner_process(command, process_env, ready_timeout=60) as (_process, info, _output):
+            [http] = [h for h in info["http"] if h["function"] == "operations_page"]
+            key = info["function_keys"]["operations_page"]["default"]
             yield Seeded(runner_env, info["base_url"], key, settings_file, events, slow_job)
-        finally:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-            emulator.admin("POST", "reset")
+    finally:
+        emulator.admin("POST", "reset")  # after the runner stopped
     assert http  # the runner served the page
 
 

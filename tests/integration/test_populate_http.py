@@ -5,7 +5,6 @@ input, allow-listing."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,15 +63,8 @@ def served(
         "function_app:app", ROOT, settings_file, "--host-id", f"populate-{int(time.time() * 1000)}"
     )
     env = {"PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1", "HOME": str(tmp)}
-    with runner_process(command, env, ready_timeout=60) as (process, info, output):
-        try:
-            yield Served(info, output)
-        finally:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+    with runner_process(command, env, ready_timeout=60) as (_process, info, output):
+        yield Served(info, output)
 
 
 def test_good_records_are_written_and_answered_per_record(served: Served, emulator: EmulatorInfo) -> None:

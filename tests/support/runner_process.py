@@ -36,7 +36,8 @@ def runner_process(
     command: list[str], env: Mapping[str, str], *, ready_timeout: float = 30
 ) -> Iterator[tuple[subprocess.Popen[str], dict[str, Any], list[str]]]:
     """Start ``command`` in the repository root; yield the process, its READY info and its output lines (still
-    growing while it runs). Killed on the way out if it has not ended by then."""
+    growing while it runs). Stopped on the way out: SIGTERM (the runner's orderly shutdown), killed when it
+    has not ended 30 s later."""
     process = subprocess.Popen(
         command,
         cwd=ROOT,
@@ -63,5 +64,9 @@ def runner_process(
         yield process, ready.result(timeout=ready_timeout), output
     finally:
         if process.poll() is None:
-            process.kill()
-            process.wait(10)
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
