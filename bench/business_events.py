@@ -13,7 +13,8 @@ would:
 Rounds are interleaved (baseline then ours, then ours then baseline, ...) after an unmeasured warm-up of
 each; medians are compared.
 Also printed: the client CPU per event of each side (``time.process_time``; Azurite is another process).
-Also printed: a round of duplicates (the same bodies posted again: one failed conditional create each).
+Also printed: a round of duplicates (the same bodies posted again: one failed conditional create and one
+small redelivery record each).
 """
 
 from __future__ import annotations

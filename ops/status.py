@@ -88,6 +88,8 @@ def _event(event: EventRow) -> str:
                          ("poisoned", event.poisoned))
         if on
     ]  # fmt: skip
+    if event.deliveries > 1:
+        marks.append(f"redelivered ×{event.deliveries - 1}: {event.deliveries} deliveries")
     number = "-" if event.control_number is None else str(event.control_number)
     tags = "".join(f" [{m}]" for m in marks)
     return (

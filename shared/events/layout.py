@@ -4,6 +4,7 @@
                 created with If-None-Match: *, so its existence is the "already received" fact
     {state}/    business-events/{EventId}.json              processing status record (attempts, outcome)
                 business-events-retry/{EventId}.json        a failed event waiting for its next attempt
+                business-events-redeliveries/{EventId}/{time}-{id}.json   one per repeat delivery
                 control-numbers/{BusinessEventId}/{legal entity}.json   ControlNumber high-water mark
                 business-events-sweep.lock                  lease: one sweep at a time
     {poison}/   {EventId}.json                              handling gave up: the error and the raw path

@@ -3,7 +3,8 @@
 ``receive_events`` is what the HTTP trigger runs for every POST from D365 (or Event Grid). It answers only
 after the event is in blob storage, and stores it with one conditional create at a path built from the
 event itself, so that write is also the duplicate check: a redelivered ``EventId`` finds the blob and is
-answered 200 "duplicate" (D365 stops retrying) without being processed again. Nothing else happens on
+answered 200 "duplicate" (D365 stops retrying) without being processed again; one small write records
+that redelivery for the operations overview (``business_event_redeliveries``). Nothing else happens on
 receipt: a blob trigger on the raw container processes each stored event once
 (``process_stored_event``), so a slow or failing handler never makes D365 retry or lose an event. Should
 that trigger never fire for a blob, the retry timer's sweep processes it (``business_event_sweep``).
@@ -12,6 +13,7 @@ that trigger never fire for a blob, the retry timer's sweep processes it (``busi
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
@@ -35,6 +37,7 @@ from shared.events.settings import BusinessEventSettings
 from shared.events.validate import Rejection, check_event, check_request, check_secret
 from shared.logs import log_event
 from shared.pipelines.business_event_processing import ProcessOutcome, ProcessResult, process_stored_event
+from shared.pipelines.business_event_redeliveries import record_redelivery
 from shared.pipelines.business_event_replay import ReplayReport, replay_poisoned, retry_due_events
 from shared.pipelines.business_event_sweep import (
     RetryTimerReport,
@@ -180,6 +183,7 @@ def _receive_item(
             error=rejection.code,
         )
         return rejection.status, {**rejection.body(), "eventId": event.event_id}
+    started = time.monotonic()
     try:
         created = _store(context, settings, event, received_at)
     except AzureError as exc:
@@ -196,6 +200,9 @@ def _receive_item(
             "message": "the event could not be stored now; send it again",
             "eventId": event.event_id,
         }
+    if not created:  # a redelivery: counted for the overview, within the same budget, never failing
+        deadline = started + settings.store_timeout_seconds
+        record_redelivery(context, settings, event, received_at, deadline=deadline)
     status = "stored" if created else "duplicate"
     log_event(
         log,

@@ -295,3 +295,20 @@ def test_a_resubmitted_failure_says_so() -> None:
     page = render_page(overview, PageLinks("/api/operations"))
     assert "re-submitted</span>" in page
     assert "re-submitted 2026-11-26 04:00:00Z as <code>inbound/groups/a.csv</code> (attempt 1)" in page
+
+
+def test_a_redelivered_event_is_marked_with_its_count_and_one_delivery_is_not() -> None:
+    overview = _overview()
+    [event] = overview.events
+    assert "redelivered" not in render_page(overview, PageLinks("/api/operations"))
+    assert "redelivered" not in format_overview(overview)
+    assert overview.to_dict()["events"][0]["deliveries"] == 1
+    event.deliveries, event.last_redelivered = 4, "2026-11-26T03:10:00Z"
+    page = render_page(overview, PageLinks("/api/operations"))
+    assert 'data-deliveries="4"' in page
+    assert "redelivered ×3</span>" in page
+    assert "4 deliveries of this EventId: D365 sent it again 3 time(s)" in page
+    assert "last 2026-11-26 03:10:00Z" in page
+    assert "[redelivered ×3: 4 deliveries]" in format_overview(overview)
+    row = overview.to_dict()["events"][0]
+    assert (row["deliveries"], row["last_redelivered"]) == (4, "2026-11-26T03:10:00Z")

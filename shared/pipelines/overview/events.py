@@ -23,9 +23,12 @@ Markers:
 - *out of order*: ``details.sequence.out_of_order`` — it came after a newer event of its kind was handled.
 - *duplicate*: D365 sent the same business event again under another EventId: two events shown with the
   same business event, legal entity and ControlNumber (the later ones are marked), or an event whose first
-  attempt found its own ControlNumber already at the high-water mark. A redelivery of the *same* EventId
-  is answered "duplicate" on receipt and never stored twice, so it has no row of its own (the receiver
-  records no count of them: only its ``EVENT_RECEIVED`` log line with ``status=duplicate`` shows them).
+  attempt found its own ControlNumber already at the high-water mark.
+- *redelivered ×N*: D365 sent the *same* EventId N more times. Those deliveries are answered "duplicate"
+  on receipt and never stored or processed again, so they have no row of their own; the receiver leaves
+  one small blob per redelivery in ``{state}/business-events-redeliveries/{EventId}/``
+  (``business_event_redeliveries``) and each shown row lists its folder (one listing per row):
+  ``deliveries`` = 1 + that count, a lower bound (a record the receiver could not write is only logged).
 """
 
 from __future__ import annotations
@@ -37,11 +40,12 @@ from typing import Any
 
 from shared.events.layout import RETRY_PREFIX, state_path
 from shared.events.settings import BusinessEventSettings
+from shared.pipelines.business_event_redeliveries import redeliveries_prefix
 from shared.pipelines.overview.imports import day_prefixes
 from shared.pipelines.overview.listing import Listed, Lister
 from shared.pipelines.overview.model import EventRow, Failure, Overview, as_dict, as_list
 
-__all__ = ["event_row", "gather_events", "mark_duplicates"]
+__all__ = ["count_redeliveries", "event_row", "gather_events", "mark_duplicates"]
 
 #: Days before the window whose raw folders are listed too (an event delivered up to this late is seen).
 _LATE_DAYS = 2
@@ -97,6 +101,15 @@ def mark_duplicates(rows: list[EventRow]) -> None:
         if earlier is not row:
             row.duplicate = True
             row.duplicate_reason = f"same ControlNumber {row.control_number} as event {earlier.event_id}"
+
+
+def count_redeliveries(rows: list[EventRow], lister: Lister, state_container: str) -> None:
+    """Set each row's ``deliveries`` and ``last_redelivered`` from its redelivery records."""
+    for row in rows:
+        records = lister.blobs(state_container, redeliveries_prefix(row.event_id))
+        row.deliveries = 1 + len(records)
+        if records:
+            row.last_redelivered = _iso(max(record.last_modified for record in records))
 
 
 def _iso(moment: datetime) -> str:
@@ -190,6 +203,7 @@ def gather_events(
         row.received = _iso(blob.last_modified)
         rows.append(row)
     mark_duplicates(rows)
+    count_redeliveries(rows, lister, settings.state_container)
     overview.events = rows
     for blob in sorted(poisoned, key=lambda b: (b.last_modified, b.name), reverse=True)[:recent]:
         poison = lister.read_json(blob.container, blob.name)

@@ -282,6 +282,16 @@ def _markers(event: EventRow) -> str:
         marks.append(f'<span class="badge b-warn" title="{_e(why)}">out of order</span>')
     if event.poisoned:
         marks.append(_badge("poisoned"))
+    if event.deliveries > 1:
+        again, last = event.deliveries - 1, (event.last_redelivered or "?").replace("T", " ")
+        why = (
+            f"{event.deliveries} deliveries of this EventId: D365 sent it again {again} time(s), answered "
+            f"duplicate and not processed again; last {last}"
+        )
+        marks.append(
+            f'<span class="badge b-info" data-deliveries="{event.deliveries}" title="{_e(why)}">'
+            f"redelivered ×{again}</span>"
+        )
     return "".join(marks) or '<span class="muted">—</span>'
 
 

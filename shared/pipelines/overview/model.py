@@ -77,7 +77,7 @@ class Failure:
 @dataclass
 class EventRow:
     """A received business event and its processing record (``outcome`` "received" while it has none),
-    with what its ControlNumber says about order and repeats."""
+    with what its ControlNumber says about order and repeats, and how often D365 sent its EventId."""
 
     event_id: str
     business_event_id: str
@@ -96,6 +96,8 @@ class EventRow:
     duplicate: bool = False
     duplicate_reason: str | None = None
     poisoned: bool = False
+    deliveries: int = 1  # times the receiver got this EventId (a lower bound: business_event_redeliveries)
+    last_redelivered: str | None = None  # when the latest redelivery was answered "duplicate"
 
 
 @dataclass
