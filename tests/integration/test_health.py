@@ -13,13 +13,12 @@ from shared.context import AppContext, reset_context
 from shared.pipelines.health import check_readiness
 from shared.settings import Settings
 from tests.support.app_env import stack_env
+from tests.support.app_functions import deployed_functions
 from tests.support.stack import AzuriteInfo, EmulatorInfo, free_port
 
 
 def functions() -> dict[str, Any]:
-    import function_app
-
-    return {str(f.get_function_name()): f.get_user_function() for f in function_app.app.get_functions()}
+    return deployed_functions()
 
 
 @pytest.fixture(scope="module")

@@ -40,6 +40,7 @@ from tests.integration.test_imports_stack import (
     customer_groups_csv,
     stack_env,
 )
+from tests.support.app_functions import deployed_functions
 from tests.support.business_events import body_of, make_event
 from tests.support.runner_process import runner_command, runner_process, write_local_settings
 from tests.support.stack import AzuriteInfo, EmulatorInfo
@@ -69,9 +70,7 @@ class Seeded:
 
 
 def _app_functions() -> list[str]:
-    import function_app
-
-    return [str(f.get_function_name()) for f in function_app.app.get_functions()]
+    return list(deployed_functions())
 
 
 def _seed_imports(stack: ImportStack, emulator: EmulatorInfo) -> str:

@@ -78,8 +78,8 @@ def crash_after_first_write_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     real = ODataClient.execute_batch
     crashed: list[bool] = []
 
-    def execute(self: ODataClient, batch: BatchRequest) -> BatchResult:
-        answer = real(self, batch)
+    def execute(self: ODataClient, batch: BatchRequest, *, timeout: float | None = None) -> BatchResult:
+        answer = real(self, batch, timeout=timeout)
         if not batch.read_only and not crashed:
             crashed.append(True)
             raise Crash("after the first write $batch")
