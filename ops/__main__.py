@@ -38,7 +38,7 @@ from typing import Any
 
 from ops.actions import ACTION_COMMANDS, add_action_commands, run_action
 from ops.check import check
-from ops.common import load_settings, open_context, run_guarded
+from ops.common import SETTINGS_HELP, load_settings, open_context, run_guarded
 from ops.query import FORMATS, QueryRequest, query
 from ops.status import status
 from shared.events.model import EventFormatError, normalise_event_id
@@ -108,7 +108,7 @@ def _add_operator_commands(commands: Any) -> None:
         "Exit 0 when all are OK, 1 when a check fails, 2 when the settings are invalid (all listed).",
     )
     probe.add_argument("--json", action="store_true", help="print a JSON report instead of lines")
-    probe.add_argument("--settings", default=None, help="settings file (default: local.settings.json)")
+    probe.add_argument("--settings", default=None, help=SETTINGS_HELP)
     overview = commands.add_parser(
         "status",
         help="pipeline status: files waiting, in flight, archived, failed; stuck jobs; recent events",
@@ -119,7 +119,7 @@ def _add_operator_commands(commands: Any) -> None:
     )
     overview.add_argument("--json", action="store_true", help="print the overview as JSON")
     overview.add_argument("--no-d365", action="store_true", help="do not ask D365 for in-flight job status")
-    overview.add_argument("--settings", default=None, help="settings file (default: local.settings.json)")
+    overview.add_argument("--settings", default=None, help=SETTINGS_HELP)
     rows = commands.add_parser(
         "query",
         help="stream the rows of an OData entity set as JSON Lines or CSV",
@@ -136,7 +136,7 @@ def _add_operator_commands(commands: Any) -> None:
     rows.add_argument("--cross-company", action="store_true", help="rows of every legal entity")
     rows.add_argument("--format", choices=FORMATS, default="json", help="json (JSON Lines, default) or csv")
     rows.add_argument("--output", default=None, help="write to FILE instead of stdout")
-    rows.add_argument("--settings", default=None, help="settings file (default: local.settings.json)")
+    rows.add_argument("--settings", default=None, help=SETTINGS_HELP)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("--event-id", default=None, help="only this EventId (braces and case are ignored)")
     replay.add_argument("--force", action="store_true", help="also replay an event that is not poisoned")
     replay.add_argument("--limit", type=_positive, default=100, help="events per batch (default 100)")
-    replay.add_argument("--settings", default=None, help="settings file (default: local.settings.json)")
+    replay.add_argument("--settings", default=None, help=SETTINGS_HELP)
     add_action_commands(commands)
     for command in commands.choices.values():
         command.add_argument(

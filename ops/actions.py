@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import Any
 
-from ops.common import OpsError
+from ops.common import SETTINGS_HELP, OpsError
 from ops.export_now import ExportRequest, export_now
 from ops.importing import EnqueueRequest, ImportRequest, enqueue_file, import_file
 from ops.resubmit import ResubmitRequest, resubmit
@@ -20,7 +20,6 @@ from ops.resubmit import ResubmitRequest, resubmit
 __all__ = ["ACTION_COMMANDS", "add_action_commands", "run_action"]
 
 ACTION_COMMANDS = ("resubmit", "export-now", "import", "enqueue")
-_SETTINGS_HELP = "settings file (default: local.settings.json)"
 
 
 def _seconds(text: str) -> float:
@@ -35,7 +34,7 @@ def _common(parser: argparse.ArgumentParser, *, wait: str | None = None) -> None
         parser.add_argument("--wait", action="store_true", help=wait)
         parser.add_argument("--timeout", type=_seconds, default=600.0, help="seconds to wait (default 600)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of lines")
-    parser.add_argument("--settings", default=None, help=_SETTINGS_HELP)
+    parser.add_argument("--settings", default=None, help=SETTINGS_HELP)
 
 
 def _add_resubmit(commands: Any) -> None:
@@ -67,7 +66,7 @@ def _add_export_now(commands: Any) -> None:
     which.add_argument("--dmf", default=None, help="run this DMF_EXPORTS entry (name or definition group)")
     parser.add_argument("--timeout", type=_seconds, default=300.0, help="seconds the run may take (300)")
     parser.add_argument("--json", action="store_true", help="print the run reports as JSON")
-    parser.add_argument("--settings", default=None, help=_SETTINGS_HELP)
+    parser.add_argument("--settings", default=None, help=SETTINGS_HELP)
 
 
 def _add_import(commands: Any) -> None:

@@ -23,6 +23,7 @@ from shared.storage import BlobStore
 
 __all__ = [
     "CLI_STORAGE_OPTIONS",
+    "SETTINGS_HELP",
     "ConfigurationError",
     "OpsError",
     "SettingsError",
@@ -44,6 +45,9 @@ CLI_STORAGE_OPTIONS: dict[str, Any] = {
     "random_jitter_range": 0.5,
     "connection_timeout": 10,
 }
+
+#: ``--settings``' help: the file :func:`load_settings` reads when the option is not given.
+SETTINGS_HELP = "settings file (default: local.settings.json, else local.settings.sample.json)"
 
 _VERBOSE_FORMAT = "%(asctime)s.%(msecs)03d %(levelname)-7s %(name)s: %(message)s"
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from shared.context import AppContext
 from shared.d365.errors import D365Error
+from shared.logs import log_event
 from shared.populate.deadline import Deadline
 from shared.populate.metadata import UnknownEntitySet
 from shared.populate.records import InputError, RecordLimitExceeded, parse_json, records_from_json
@@ -109,10 +110,23 @@ def populate_request(
         context, target.entity, model, records, legal_entity=company, sleep=sleep, deadline=deadline
     )
     answer = {"name": target.name, "legal_entity": company, **result.to_dict(), "message": result.message()}
-    log.info("POPULATE_HTTP %s %s: %s", target.name, result.outcome, result.message())
+    status = 503 if result.retry_later else 200 if result.outcome is Outcome.SUCCEEDED else 207
+    log_event(
+        log,
+        "POPULATE_HTTP",
+        logging.INFO if status == 200 else logging.WARNING,
+        result.message(),
+        target=target.name,
+        legal_entity=company,
+        status=status,
+        outcome=str(result.outcome),
+        records=len(result.records),
+        failed=result.failed,
+        not_attempted=result.not_attempted,
+    )
     if result.retry_later:
         answer["error"] = redact_text(
             f"nothing was written: {result.unavailable}; send the same request again later (it is safe)"
         )
         return HttpAnswer(503, answer, {"Retry-After": str(RETRY_AFTER_SECONDS)})
-    return HttpAnswer(200 if result.outcome is Outcome.SUCCEEDED else 207, answer)
+    return HttpAnswer(status, answer)

@@ -39,6 +39,7 @@ from azure.storage.blob import BlobLeaseClient
 
 from shared.context import AppContext
 from shared.d365.errors import D365Error
+from shared.logs import log_event
 from shared.pipelines.imports import layout
 from shared.pipelines.imports.ledger import Decision, InputRef, Ledger, LedgerState
 from shared.pipelines.imports.outcome import Location, Outcomes, import_record
@@ -201,7 +202,9 @@ def populate_drop(
         route=route.name,
         on_redrop=route.on_redrop,
         drop=drop,
-        job_for=lambda generation: layout.job_id(route.name, sha256, generation),
+        job_for=lambda generation: layout.job_id(
+            route.name, sha256, generation, legal_entity=match.legal_entity
+        ),
         job={
             "route": route.name,
             "target": route.target,
@@ -241,8 +244,13 @@ def populate_drop(
             job, claim.name, job_id, sha256
         )
     if recovered:
-        log.warning(
-            "POPULATE_RECOVERED %s: writing again after an interrupted run (reads by key first)", subject
+        log_event(
+            log,
+            "POPULATE_RECOVERED",
+            logging.WARNING,
+            "writing again after an interrupted run (every record is read by key first)",
+            file=subject,
+            job_id=job_id,
         )
     seconds = context.settings.section(PopulateSettings).file_time_limit_seconds
     written = write_route(
