@@ -31,14 +31,13 @@ def _json(body: object, status: int, headers: dict[str, str] | None = None) -> f
 def populate_records(req: func.HttpRequest) -> func.HttpResponse:
     """Write the posted records to the target's entity set; 200/207 with per-record results."""
     try:
-        context = get_context()
+        answer = populate_request(  # the populate settings are read (and validated) here, on first use
+            get_context(),
+            req.route_params.get("target", ""),
+            req.get_body(),
+            legal_entity=req.params.get("legal_entity"),
+        )
     except ConfigurationError as exc:
         log.error("configuration invalid: %s", exc)
         return _json({"error": "the app is misconfigured", "problems": list(exc.problems)}, 503)
-    answer = populate_request(
-        context,
-        req.route_params.get("target", ""),
-        req.get_body(),
-        legal_entity=req.params.get("legal_entity"),
-    )
     return _json(answer.body, answer.status, answer.headers)

@@ -10,12 +10,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import azure.functions as func
 import pytest
 import requests
 
 from localstack.processes import ROOT
+from shared.context import reset_context
 from tests.integration.test_imports_runner import other_functions
 from tests.support.app_env import stack_env
+from tests.support.app_functions import deployed_functions
 from tests.support.d365 import faults
 from tests.support.runner_process import runner_command, runner_process, write_local_settings
 from tests.support.stack import AzuriteInfo, EmulatorInfo
@@ -154,3 +157,29 @@ def test_d365_unavailable_is_503_with_retry_after(served: Served, emulator: Emul
     body = response.json()
     assert [r["outcome"] for r in body["records"]] == ["not_attempted"]
     assert "send the same request again later" in body["error"]
+
+
+def test_an_invalid_populate_setting_is_503_naming_it(
+    emulator: EmulatorInfo, azurite: AzuriteInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in stack_env(emulator, azurite).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("POPULATE_HTTP_TARGETS", json.dumps(TARGETS))
+    monkeypatch.setenv("POPULATE_HTTP_MAX_RECORDS", "lots")
+    reset_context()
+    try:
+        request = func.HttpRequest(
+            method="POST",
+            url="http://localhost/api/populate/groups",
+            headers={"Content-Type": "application/json"},
+            params={},
+            route_params={"target": "groups"},
+            body=b'[{"CustomerGroupId": "X1"}]',
+        )
+        response = deployed_functions()["populate_records"](request)
+    finally:
+        reset_context()
+    assert response.status_code == 503
+    body = json.loads(response.get_body())
+    assert body["error"] == "the app is misconfigured"
+    assert any("POPULATE_HTTP_MAX_RECORDS" in problem for problem in body["problems"])
