@@ -13,6 +13,7 @@ from demo.inputs import DemoFile
 from demo.report import FlowResult
 from demo.target import FlowFailed, Stack, eventually
 from shared.pipelines.imports import layout
+from shared.pipelines.imports.routing import RoutingError, resolve
 from shared.pipelines.imports.settings import ImportSettings
 from shared.status import STATUS_SUFFIX, Outcome
 
@@ -50,7 +51,11 @@ def final_record(
 
 def progress(stack: Stack, settings: ImportSettings, item: DemoFile) -> str:
     """Where a file that did not finish in time stands, for the FAIL line."""
-    job = layout.job_id(item.route.name, hashlib.sha256(item.data).hexdigest())
+    try:
+        legal_entity = resolve(settings.routes, item.name).legal_entity
+    except RoutingError:
+        legal_entity = item.route.legal_entity.lower()
+    job = layout.job_id(item.route.name, hashlib.sha256(item.data).hexdigest(), legal_entity=legal_entity)
     record = stack.read_json(settings.state_container, layout.job_name(job))
     if record is not None:
         return f"sent to D365 as job {job}, last D365 status {record.get('last_status') or 'not polled yet'}"

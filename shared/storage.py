@@ -61,19 +61,37 @@ def keep_lease(
 ) -> Iterator[None]:
     """Renew an acquired lease in the background for the ``with`` block, then release it.
 
-    A lease that cannot be renewed is logged (the holder's next guarded write will fail); answers whose
-    status is in ``quiet_statuses`` (e.g. 404 after the holder moved the blob) are expected, not logged.
+    ``renew_every`` is a third of the lease's duration. A failed renewal that may be passing (a connection
+    error, a timeout, a 5xx, 408/429) is tried again soon, until the lease would have lapsed since the last
+    renewal; an answer that the lease is gone or taken (another 4xx, e.g. 409 after it expired and another
+    instance leased the blob) stops renewing. Either is logged (the holder's next guarded write, or
+    ``lease.renew()`` called before an irreversible step, fails); answers whose status is in
+    ``quiet_statuses`` (e.g. 404 after the holder moved the blob) are expected, not logged.
     """
     stop = threading.Event()
 
     def renew() -> None:
-        while not stop.wait(renew_every):
+        wait, renewed_at = renew_every, time.monotonic()
+        while not stop.wait(wait):
             try:
                 lease.renew()
             except HttpResponseError as exc:
-                if exc.status_code not in quiet_statuses:
-                    log.warning("lease on %s could not be renewed: %s", label, exc.reason)
+                status = exc.status_code or 0
+                if status < 500 and status not in (408, 429):  # gone or taken: renewing cannot help
+                    if status not in quiet_statuses:
+                        log.warning("lease on %s could not be renewed: %s", label, exc.reason)
+                    return
+                failure = f"HTTP {status} {exc.reason}"
+            except Exception as exc:  # a connection error must not silently end the renewals
+                failure = type(exc).__name__
+            else:
+                wait, renewed_at = renew_every, time.monotonic()
+                continue
+            if time.monotonic() - renewed_at >= 3 * renew_every:
+                log.warning("lease on %s lapsed: renewing kept failing (%s)", label, failure)
                 return
+            wait = max(0.2, renew_every / 6)  # several more tries before the lease runs out
+            log.info("lease on %s: renewal failed (%s); trying again in %.1fs", label, failure, wait)
 
     renewer = threading.Thread(target=renew, name=f"lease-{label[-40:]}", daemon=True)
     renewer.start()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import zipfile
 from pathlib import Path
 
@@ -38,7 +39,7 @@ def test_raw_csv_is_packaged_imported_monitored_and_archived(make_stack) -> None
     assert report.outcome == "sent", report
     assert report.job_id is not None
     assert report.sha256 is not None
-    assert report.job_id == f"groups-{report.sha256[:16]}"
+    assert report.job_id == f"groups-usmf-{report.sha256[:16]}"
     assert report.execution_id == report.job_id  # the deterministic id is D365's execution id
     assert stack.names(stack.settings.inbound_container) == []
     assert stack.jobs() == [f"jobs/{report.job_id}.json"]
@@ -150,6 +151,25 @@ def test_legal_entity_from_the_sub_folder_serves_many_companies(make_stack) -> N
     assert groups_in(stack, "demf", "SF") == {"SFY": "Group Y"}
 
 
+def test_the_same_file_for_two_companies_is_imported_into_each(make_stack) -> None:
+    """The ledger key is (target incl. company, content): each company gets its own job and execution id."""
+    route = {**PACKAGE_ROUTE, "legal_entity_from": "folder", "legal_entity": ""}
+    stack: ImportStack = make_stack([route])
+    data = customer_groups_csv("Z", prefix="SAME")
+    reports = [stack.run(stack.drop(name, data)) for name in ("groups/usrt/a.csv", "groups/demf/a.csv")]
+    assert [r.outcome for r in reports] == ["sent", "sent"], reports
+    jobs = [r.job_id for r in reports]
+    assert jobs[0] != jobs[1]
+    assert sorted(stack.jobs()) == sorted(f"jobs/{job}.json" for job in jobs)
+    for job in jobs:
+        assert job is not None
+        assert stack.until_finished(job) == "succeeded"
+    assert sorted(e["legal_entity"] for e in stack.executions()) == ["demf", "usrt"]
+    assert groups_in(stack, "usrt", "SAME") == groups_in(stack, "demf", "SAME") == {"SAMEZ": "Group Z"}
+    archived = [n for n in stack.names(stack.settings.archive_container) if n.endswith("/a.csv")]
+    assert len(archived) == 2  # both inputs kept, none merged into the other's folder
+
+
 def test_partially_failed_import_lands_in_errors_with_d365_error_detail(make_stack) -> None:
     route = {
         "name": "customers",
@@ -257,3 +277,47 @@ def test_raw_xml_with_a_field_map_imports_and_a_dtd_is_refused(make_stack) -> No
     refused = stack.run(stack.drop("xml/laughs.xml", laughs))
     assert (refused.outcome, refused.reason_code) == ("rejected", "manifest_unsafe")
     assert len(stack.executions()) == 1
+
+
+GET_ERRORS = "/data/DataManagementDefinitionGroups/Microsoft.Dynamics.DataEntities.GetExecutionErrors"
+
+
+def test_error_detail_collection_stops_at_the_monitor_budget_and_resumes(make_stack) -> None:
+    from shared.pipelines.imports.monitor import monitor_imports
+
+    route = {
+        "name": "customers",
+        "target": "package",
+        "definition_group": "Imports-Customers",
+        "overwrite": True,
+        "legal_entity": "usmf",
+        "entities": [{"entity": "Customers V3", "file_pattern": "*.csv"}],
+    }
+    stack: ImportStack = make_stack([route])
+    rows = [
+        ["CUSTOMERACCOUNT", "ORGANIZATIONNAME", "CUSTOMERGROUPID", "SALESCURRENCYCODE", "CREDITLIMIT"],
+        ["EB-1", "Unknown group", "NOPE", "USD", "100"],
+    ]
+    report = stack.run(stack.drop("customers/budget.csv", csv_text(rows).encode()))
+    assert report.job_id is not None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and stack.executions()[0]["status"] in ("NotRun", "Executing"):
+        time.sleep(0.05)
+    # the run's clock: the budget is spent once the job's execution errors are fetched, before its entity
+    ticks = iter([0.0, 0.0])
+    paused = monitor_imports(
+        stack.context, settings=stack.settings, sleep=stack.sleep, clock=lambda: next(ticks, 1e9)
+    )
+    assert paused.budget_exhausted
+    assert paused.finished == {}
+    assert paused.in_progress == [report.job_id]
+    job = json.loads(stack.read(stack.settings.state_container, f"jobs/{report.job_id}.json"))
+    assert job["error_detail"]["error_count"] >= 1  # kept for the next run
+    assert stack.until_finished(report.job_id) in ("failed", "partially_succeeded")
+    stored = next(n for n in stack.names(stack.settings.errors_container) if n.endswith("/budget.csv"))
+    d365 = stack.record(f"{stack.settings.errors_container}/{stored}")["d365"]
+    assert d365["error_count"] >= 1
+    assert any(".target-error-keys." in f for f in d365["error_files"]), d365
+    assert not {"entities_done", "errors_fetched"} & set(d365)
+    fetched = stack.emulator.admin("GET", "requests", params={"path_prefix": GET_ERRORS, "limit": 100})
+    assert len(fetched["requests"]) == 1  # not fetched again by the resumed run

@@ -67,6 +67,22 @@ def test_a_raw_file_is_packaged_for_a_data_package_job(make_stack) -> None:
     assert groups(stack, "RP") == {"RP9": "Group 9"}
 
 
+def test_the_same_file_for_two_companies_is_enqueued_and_followed_for_each(make_stack) -> None:
+    route = {**FILE_ROUTE, "legal_entity_from": "folder", "legal_entity": ""}
+    stack: ImportStack = make_stack([route])
+    data = customer_groups_csv("1", prefix="RLE")
+    reports = [stack.run(stack.drop(f"groups-file/{company}/a.csv", data)) for company in ("usmf", "usrt")]
+    assert [r.outcome for r in reports] == ["sent", "sent"], reports
+    assert reports[0].job_id != reports[1].job_id
+    assert len(stack.jobs()) == 2
+    assert len(stack.messages(CUSTOMER_GROUPS_JOB)) == 2
+    for report in reports:
+        assert report.job_id is not None
+        assert stack.until_finished(report.job_id) == "succeeded"
+    archived = [n for n in stack.names(stack.settings.archive_container) if n.endswith("/a.csv")]
+    assert len(archived) == 2
+
+
 def test_processed_with_errors_fetches_the_execution_errors(make_stack) -> None:
     route = {
         **FILE_ROUTE,

@@ -3,8 +3,10 @@ stuck jobs, token expiry, 429/5xx while uploading and polling, the app-wide Impo
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -232,12 +234,14 @@ def test_429_and_503_while_polling_the_status_are_retried(make_stack) -> None:
          "error_status": 429, "retry_after": 1, "count": 1},
     ]  # fmt: skip
     stack.emulator.admin("PUT", "faults", json={"rules": rules})
+    before = stack.context.transport.stats.snapshot()
     assert stack.until_finished(report.job_id) == "succeeded"
     statuses = [r["status"] for r in stack.emulator.admin(
         "GET", "requests", params={"path_prefix": GET_STATUS, "limit": 100})["requests"]]  # fmt: skip
     assert statuses.count(503) == 2
     assert statuses.count(429) == 1
-    assert 1.0 in stack.sleeps or any(s >= 1 for s in stack.sleeps) or statuses[-1] == 200
+    after = stack.context.transport.stats.snapshot()
+    assert after["throttled_seconds"] - before["throttled_seconds"] >= 1.0  # the 429's Retry-After: 1
 
 
 def test_import_from_package_never_runs_in_parallel_across_instances(make_stack) -> None:
@@ -281,3 +285,228 @@ def test_a_job_whose_in_flight_copy_vanished_still_ends_with_its_record(make_sta
         "was missing"
         in stack.record(f"{stack.settings.archive_container}/{stored[: -len('.status.json')]}")["message"]
     )
+
+
+IMPORT_FROM_PACKAGE = "/data/DataManagementDefinitionGroups/Microsoft.Dynamics.DataEntities.ImportFromPackage"
+
+
+def test_a_lost_import_answer_is_never_imported_again_from_another_drop(make_stack) -> None:
+    """ImportFromPackage runs in D365 but its answer is cut and the status row shows only later (ref §1.7):
+    the entry stays ``sending``, another drop of the content is a duplicate, and the retries of this drop
+    ask D365 until the job shows up and then follow it, never starting a second execution."""
+    stack: ImportStack = make_stack([PACKAGE_ROUTE])
+    stack.emulator.admin("PUT", "dmf/settings", json={"status_not_found_polls": 3})
+    rule = {"id": "cut", "family": "odata", "path_prefix": IMPORT_FROM_PACKAGE, "drop_rate": 1,
+            "drop_mode": "mid_body", "count": 1}  # fmt: skip
+    stack.emulator.admin("PUT", "faults", json={"rules": [rule]})
+    data = customer_groups_csv("1", prefix="LOST")
+    first = stack.run(stack.drop("groups/a.csv", data))
+    assert (first.outcome, first.reason_code) == ("deferred", "import_unconfirmed"), first
+    assert [e["state"] for e in stack.ledger()] == ["sending"]
+    assert stack.names(stack.settings.inbound_container) == ["groups/a.csv"]
+
+    other = stack.run(stack.drop("groups/b.csv", data))  # the same content again (e.g. a re-send)
+    assert other.outcome == "duplicate", other
+    retries = [stack.run("groups/a.csv") for _ in range(3)]  # the sweep's later attempts
+    assert [r.outcome for r in retries] == ["deferred", "deferred", "sent"], retries
+    assert retries[-1].job_id == first.job_id
+    assert len(stack.executions()) == 1
+    assert stack.until_finished(first.job_id or "") == "succeeded"
+
+
+def test_a_500_from_import_from_package_is_unconfirmed_not_refused(make_stack) -> None:
+    stack: ImportStack = make_stack([PACKAGE_ROUTE])
+    rule = {"id": "boom", "family": "odata", "path_prefix": IMPORT_FROM_PACKAGE, "error_rate": 1,
+            "error_status": 500, "count": 1}  # fmt: skip
+    stack.emulator.admin("PUT", "faults", json={"rules": [rule]})
+    first = stack.run(stack.drop("groups/a.csv", customer_groups_csv("1", prefix="FH")))
+    assert (first.outcome, first.reason_code) == ("deferred", "import_unconfirmed"), first
+    assert stack.names(stack.settings.errors_container) == []
+    retries = [stack.run("groups/a.csv") for _ in range(4)]
+    sent = [r for r in retries if r.outcome == "sent"]
+    assert [r.job_id for r in sent] == [first.job_id], retries
+    assert len(stack.executions()) == 1
+
+
+def test_the_monitor_never_finishes_a_job_whose_input_is_still_being_moved(
+    make_stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """D365 finishes while the intake still copies a (big) input to in-flight: the job is finished on a
+    later monitor run, with its input, instead of leaving the input stranded in ``inflight/``."""
+    from shared.pipelines.imports import outcome as outcome_module
+    from shared.pipelines.imports.monitor import poll_import_job
+
+    stack: ImportStack = make_stack([PACKAGE_ROUTE])
+    original = outcome_module.Outcomes.move
+    polled: list[dict[str, str]] = []
+
+    def slow_move(self: Any, source: Any, target: Any, *, lease: Any = None) -> None:
+        if target.name.startswith("inflight/") and not polled:
+            job = target.name.split("/")[1]
+            deadline = time.monotonic() + 20  # meanwhile D365 ends the job and the monitor looks at it
+            while time.monotonic() < deadline and [e["status"] for e in stack.executions()] != ["Succeeded"]:
+                time.sleep(0.05)
+            polled.append(poll_import_job(stack.context, job, settings=stack.settings).finished)
+        original(self, source, target, lease=lease)
+
+    monkeypatch.setattr(outcome_module.Outcomes, "move", slow_move)
+    report = stack.run(stack.drop("groups/a.csv", customer_groups_csv("1", prefix="RACE")))
+    assert report.outcome == "sent", report
+    assert polled == [{}], polled  # D365 was done, but the input was not in-flight yet
+    assert report.job_id is not None
+    assert stack.until_finished(report.job_id) == "succeeded"
+    assert stack.names(stack.settings.state_container, "inflight/") == []
+    assert stack.jobs() == []
+    archived = stack.names(stack.settings.archive_container)
+    assert [n for n in archived if n.endswith("/a.csv")], archived
+    stored = next(n for n in archived if n.endswith("/a.csv"))
+    assert "missing" not in stack.record(f"{stack.settings.archive_container}/{stored}")["message"]
+
+
+def test_an_older_generation_finishing_leaves_the_re_import_s_ledger_state_alone(make_stack) -> None:
+    stack: ImportStack = make_stack([{**PACKAGE_ROUTE, "on_redrop": "reimport"}])
+    stack.emulator.admin("PUT", "dmf/settings", json={"step_delay_seconds": 0.2})
+    data = customer_groups_csv("1", prefix="GEN")
+    one = stack.run(stack.drop("groups/a.csv", data))
+    two = stack.run(stack.drop("groups/b.csv", data))
+    assert (one.outcome, two.outcome) == ("sent", "sent"), (one, two)
+    assert two.job_id == f"{one.job_id}-r2"
+    assert one.job_id is not None
+    assert stack.until_finished(one.job_id) == "succeeded"
+    [entry] = stack.ledger()
+    assert (entry["job_id"], entry["state"]) == (two.job_id, "sent")  # still generation 2's
+    assert two.job_id is not None
+    assert stack.until_finished(two.job_id) == "succeeded"
+    [entry] = stack.ledger()
+    assert (entry["job_id"], entry["state"]) == (two.job_id, "succeeded")
+
+
+@pytest.mark.parametrize("route", [PACKAGE_ROUTE, FILE_ROUTE], ids=["package", "recurring"])
+def test_a_lapsed_input_lease_stops_the_send(
+    make_stack, monkeypatch: pytest.MonkeyPatch, route: dict[str, Any]
+) -> None:
+    """Preparing took longer than the lease and its renewals failed; another instance took the file. The
+    first instance must not send it too: it checks its lease right before the irreversible call."""
+    from azure.storage.blob import BlobLeaseClient
+
+    from shared.pipelines.imports import intake
+
+    stack: ImportStack = make_stack([route])
+    name = stack.drop(f"{route['name']}/a.csv", customer_groups_csv("1", prefix="LL"))
+    blob = stack.service.get_blob_client(stack.settings.inbound_container, name)
+    original = intake.prepare  # type: ignore[attr-defined]
+    taken: list[BlobLeaseClient] = []
+
+    def prepare_then_lose_the_lease(*args: Any, **kwargs: Any) -> Any:
+        prepared = original(*args, **kwargs)
+        BlobLeaseClient(blob).break_lease(lease_break_period=0)  # what a lapsed lease amounts to
+        taken.append(BlobLeaseClient(blob))
+        taken[0].acquire(lease_duration=15)  # another instance now processes the file
+        return prepared
+
+    monkeypatch.setattr(intake, "prepare", prepare_then_lose_the_lease)
+    report = stack.run(name)
+    assert (report.outcome, report.reason_code) == ("deferred", "input_lease_lost"), report
+    assert stack.executions() == []
+    assert stack.messages(CUSTOMER_GROUPS_JOB) == []
+    assert [e["state"] for e in stack.ledger()] == ["sending"]  # left to the instance holding the file
+    assert stack.names(stack.settings.inbound_container) == [name]
+    taken[0].release()
+    monkeypatch.setattr(intake, "prepare", original)
+    again = stack.run(name)
+    if route is PACKAGE_ROUTE:
+        assert again.outcome == "sent", again
+        assert len(stack.executions()) == 1
+    else:  # the recurring API cannot be asked whether it has the file: an operator checks (nothing lost)
+        assert (again.outcome, again.reason_code) == ("failed", "needs_operator_check"), again
+
+
+def test_the_next_package_import_waits_while_the_previous_one_is_not_visible_yet(make_stack) -> None:
+    """GetExecutionSummaryStatus answers 400 "not found" right after an import starts (ref §1.7): with
+    IMPORT_SERIALIZE=execution that is "still running", not "ended", so the next import waits for it."""
+    stack: ImportStack = make_stack([PACKAGE_ROUTE])
+    stack.emulator.admin("PUT", "dmf/settings", json={"step_delay_seconds": 0.3, "status_not_found_polls": 2})
+    first = stack.run(stack.drop("groups/a.csv", customer_groups_csv("1", prefix="NV")))
+    second = stack.run(stack.drop("groups/b.csv", customer_groups_csv("2", prefix="NV")))
+    assert (first.outcome, second.outcome) == ("sent", "sent"), (first, second)
+    runs = sorted(stack.executions(), key=lambda e: e["created"])
+    assert len(runs) == 2
+    first_done = datetime.fromisoformat(runs[0]["completed"].replace("Z", "+00:00"))
+    assert datetime.fromisoformat(runs[1]["created"].replace("Z", "+00:00")) >= first_done
+
+
+def test_a_file_deferred_too_often_goes_to_errors_and_can_be_resubmitted(make_stack) -> None:
+    from shared.pipelines.imports.resubmit import resubmit_import
+
+    stack: ImportStack = make_stack([PACKAGE_ROUTE], IMPORT_LOCK_WAIT_SECONDS="0.2", IMPORT_MAX_DEFERRALS="3")
+    state = stack.settings.state_container
+    name = stack.drop("groups/a.csv", customer_groups_csv("1", prefix="DT"))
+    waiting = f"deferred/{stack.settings.inbound_container}/{name}.status.json"
+    with stack.context.store.lease(state, layout.IMPORT_LOCK, seconds=15):
+        reports = [stack.run(name) for _ in range(2)]
+        assert [(r.outcome, r.reason_code) for r in reports] == [("deferred", "import_lock_busy")] * 2
+        record = json.loads(stack.read(state, waiting))  # why the file is still in inbound
+        assert record["outcome"] == "received"
+        assert (record["details"]["attempts"], record["details"]["reason_code"]) == (2, "import_lock_busy")
+        last = stack.run(name)
+    assert (last.outcome, last.reason_code) == ("failed", "deferred_too_often"), last
+    assert last.stored_as is not None
+    assert f"python -m ops resubmit {last.stored_as}.status.json" in last.message
+    assert stack.names(stack.settings.inbound_container) == []
+    assert waiting not in stack.names(state)
+    [entry] = stack.ledger()
+    assert (entry["state"], entry["stored_as"]) == ("not_sent", last.stored_as)
+    assert stack.executions() == []
+
+    assert resubmit_import(stack.context, last.stored_as, settings=stack.settings).outcome == "resubmitted"
+    again = stack.run(name)
+    assert again.outcome == "sent", again
+    assert len(stack.executions()) == 1
+
+
+def test_an_unconfirmed_import_deferred_too_often_is_flagged_uncertain(make_stack) -> None:
+    stack: ImportStack = make_stack(
+        [PACKAGE_ROUTE], IMPORT_MAX_DEFERRALS="2", IMPORT_UNKNOWN_STATUS_POLLS="5"
+    )
+    rule = {"id": "cut", "family": "odata", "path_prefix": IMPORT_FROM_PACKAGE, "drop_rate": 1,
+            "drop_mode": "mid_body", "count": 1}  # fmt: skip
+    stack.emulator.admin("PUT", "dmf/settings", json={"status_not_found_polls": 10})
+    stack.emulator.admin("PUT", "faults", json={"rules": [rule]})
+    name = stack.drop("groups/a.csv", customer_groups_csv("1", prefix="UU"))
+    first, last = stack.run(name), stack.run(name)
+    assert (first.outcome, first.reason_code) == ("deferred", "import_unconfirmed"), first
+    assert (last.outcome, last.reason_code) == ("failed", "deferred_too_often"), last
+    assert f"D365 may have job {first.job_id}" in last.message
+    [entry] = stack.ledger()
+    assert entry["state"] == "uncertain"  # not sent again by any drop until an operator checked
+    assert len(stack.executions()) == 1
+
+
+def test_a_redrop_of_content_whose_import_failed_points_to_resubmit(make_stack) -> None:
+    route = {**PACKAGE_ROUTE, "name": "customers", "definition_group": "Imports-Customers",
+             "entities": [{"entity": "Customers V3", "file_pattern": "*.csv"}]}  # fmt: skip
+    stack: ImportStack = make_stack([route])
+    rows = "CUSTOMERACCOUNT,ORGANIZATIONNAME,CUSTOMERGROUPID,SALESCURRENCYCODE\nRS-1,Unknown group,NOPE,USD\n"
+    first = stack.run(stack.drop("customers/a.csv", rows.encode()))
+    assert first.job_id is not None
+    assert stack.until_finished(first.job_id) != "succeeded"
+    [entry] = stack.ledger()
+    assert entry["state"] == "failed"
+    again = stack.run(stack.drop("customers/b.csv", rows.encode()))
+    assert again.outcome == "duplicate", again
+    assert f"python -m ops resubmit {entry['stored_as']}.status.json" in again.message
+
+
+def test_an_abandoned_streamed_input_leaves_no_hashing_thread_behind(make_stack) -> None:
+    stack: ImportStack = make_stack([PACKAGE_ROUTE])
+    write_url = "/data/DataManagementDefinitionGroups/Microsoft.Dynamics.DataEntities.GetAzureWriteUrl"
+    rule = {"id": "url", "family": "odata", "path_prefix": write_url, "error_rate": 1, "error_status": 400}
+    stack.emulator.admin("PUT", "faults", json={"rules": [rule]})
+
+    def hashing() -> int:
+        return sum(1 for t in threading.enumerate() if t.name == "import-sha256")
+
+    before = hashing()
+    report = stack.run(stack.drop("groups/a.csv", customer_groups_csv("1", prefix="HT")))
+    assert (report.outcome, report.reason_code) == ("deferred", "upload_failed"), report
+    assert hashing() == before

@@ -7,9 +7,10 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from azure.storage.blob import BlobServiceClient
+from azure.core.exceptions import ServiceRequestError
+from azure.storage.blob import BlobLeaseClient, BlobServiceClient
 
-from shared.storage import BlobStore, LeaseUnavailableError
+from shared.storage import BlobStore, LeaseUnavailableError, keep_lease
 from tests.support.stack import AzuriteInfo
 
 
@@ -74,6 +75,39 @@ def test_lease_excludes_a_second_holder_and_is_renewed_and_released(store: BlobS
         threading.Event().wait(0.5)  # a few renewals happen while held
     with store.lease(container, "mutex", seconds=15):
         pass  # released on exit: can be taken again at once
+
+
+class FlakyLease:
+    """A real Azurite lease whose first ``failures`` renewals fail with a connection error (the network
+    between the app and storage fails, which Azurite cannot simulate)."""
+
+    def __init__(self, lease: BlobLeaseClient, failures: int) -> None:
+        self.lease, self.failures, self.renewed = lease, failures, 0
+
+    def renew(self) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise ServiceRequestError("Connection reset by peer")
+        self.lease.renew()
+        self.renewed += 1
+
+    def release(self) -> None:
+        self.lease.release()
+
+
+def test_a_lease_keeps_being_renewed_after_a_passing_connection_error(
+    store: BlobStore, container: str
+) -> None:
+    store.create_if_absent(container, "held", b"")
+    flaky = FlakyLease(store.blob(container, "held").acquire_lease(lease_duration=15), failures=2)
+    with keep_lease(flaky, f"{container}/held", 0.6):  # type: ignore[arg-type]
+        threading.Event().wait(2.0)
+        assert flaky.failures == 0
+        assert flaky.renewed >= 1  # retried soon after the failures instead of giving up
+        with pytest.raises(LeaseUnavailableError), store.lease(container, "held", seconds=15):
+            pass
+    with store.lease(container, "held", seconds=15):
+        pass  # released on exit
 
 
 def test_move_streams_and_is_safe_to_repeat(store: BlobStore, container: str) -> None:

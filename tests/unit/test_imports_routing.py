@@ -60,8 +60,19 @@ def test_unroutable_names_have_a_reason(name: str, reason: str) -> None:
 
 def test_ids_and_names_are_deterministic_and_safe() -> None:
     sha = "ab" * 32
-    assert layout.job_id("sales", sha) == "sales-abababababababab"
-    assert layout.job_id("sales", sha, 3) == "sales-abababababababab-r3"
+    assert layout.job_id("sales", sha) == "sales-_-abababababababab"  # "_": the caller's default company
+    assert layout.job_id("sales", sha, 3) == "sales-_-abababababababab-r3"
+    # the company is part of the execution id: the same file for two companies is two D365 jobs
+    usmf = layout.job_id("sales", sha, legal_entity="usmf")
+    assert usmf == "sales-usmf-abababababababab" != layout.job_id("sales", sha, legal_entity="usrt")
+    # one-to-one: a route named like another route plus a company never gets the same id
+    assert layout.job_id("sales-usmf", sha) != usmf
+    assert layout.job_route(usmf) == "sales"
+    assert layout.job_route(layout.job_id("sales-usmf", sha, 2)) == "sales-usmf"
+    assert layout.job_route("sales-abababababababab-r2") == "sales"  # ids of older versions
+    assert layout.job_route("not a job") is None
+    longest = layout.job_id("r" * 40, sha, 999, legal_entity="c" * 10)
+    assert len(longest) <= 73  # shorter than the "{project}-{timestamp}-{guid}" ids Microsoft's RIS uses
     one = layout.drop_id("inbound", "a.csv", '"0x8D1"')
     assert one == layout.drop_id("inbound", "a.csv", "0x8D1") != layout.drop_id("inbound", "a.csv", "0x8D2")
     name = layout.ledger_name("package|sales orders/eu|usmf", sha)

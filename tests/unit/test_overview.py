@@ -144,8 +144,10 @@ def test_routes_are_attributed_like_intake_and_from_job_ids() -> None:
     assert route_for("groups/a.csv", routes) == "groups"
     assert route_for("groups/usmf/a.csv", routes) == "usmf-groups"
     assert route_for("other/a.csv", routes) == "_unrouted"
-    assert job_route("groups-0123456789abcdef") == "groups"
-    assert job_route("my-route-0123456789abcdef-r3") == "my-route"
+    assert job_route("groups-usmf-0123456789abcdef") == "groups"
+    assert job_route("my-route-_-0123456789abcdef-r3") == "my-route"
+    assert job_route("groups-0123456789abcdef") == "groups"  # ids of older versions (no company)
+    assert job_route("my-route-0123456789abcdef-r3", [Route("my-route", "m/", "package")]) == "my-route"
     assert job_route("drop-123") == "_unrouted"
 
 

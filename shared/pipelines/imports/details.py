@@ -6,6 +6,11 @@ staging error file, and the execution summary page URL.
 Files are stored next to the input in the errors location (``.../{job}/d365/``); the status record lists
 them and carries the first error rows. Each step may fail on its own (recorded under ``detail_errors``)
 without stopping the others: partial detail beats none. URLs with SAS signatures are never stored.
+
+The monitor's time budget is checked before each entity: out of time, :class:`DetailIncomplete` carries
+what was collected so far; the monitor keeps it in the job record and passes it back as ``progress`` on
+its next run, which continues with the remaining entities (every file name is deterministic, so a step
+repeated after a crash overwrites its own file).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from shared.pipelines.imports.outcome import Location, Outcomes
 from shared.pipelines.imports.settings import ImportSettings
 from shared.redact import redact_text, redact_url
 
-__all__ = ["collect_error_detail"]
+__all__ = ["DetailIncomplete", "collect_error_detail"]
 
 log = logging.getLogger(__name__)
 MAX_ERRORS_IN_RECORD = 50
@@ -49,6 +54,14 @@ def _download(dmf: DmfClient, outcomes: Outcomes, url: str, target: Location) ->
     return size
 
 
+class DetailIncomplete(Exception):
+    """The time budget ran out while collecting; ``progress`` is passed back on the next run."""
+
+    def __init__(self, progress: dict[str, Any]) -> None:
+        super().__init__("error detail collection paused: out of time")
+        self.progress = progress
+
+
 def collect_error_detail(
     dmf: DmfClient,
     outcomes: Outcomes,
@@ -58,11 +71,17 @@ def collect_error_detail(
     entities: list[str],
     final: Location,
     sleep: Callable[[float], None] = time.sleep,
+    progress: dict[str, Any] | None = None,
+    out_of_time: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
-    """Fetch everything D365 can tell about the failed execution; returns the record's ``d365`` additions."""
-    detail: dict[str, Any] = {"execution_id": execution_id}
-    problems: list[str] = []
-    files: list[str] = []
+    """Fetch everything D365 can tell about the failed execution; returns the record's ``d365`` additions.
+
+    ``progress``: what an earlier, interrupted call collected (:class:`DetailIncomplete`); ``out_of_time``:
+    asked before each entity."""
+    detail: dict[str, Any] = dict(progress or {"execution_id": execution_id})
+    problems: list[str] = list(detail.pop("detail_errors", []))
+    files: list[str] = list(detail.get("error_files", []))
+    done: list[str] = list(detail.pop("entities_done", []))
 
     def attempt(what: str, step: Callable[[], None]) -> None:
         try:
@@ -106,10 +125,17 @@ def collect_error_detail(
         if url:
             detail["summary_page_url"] = redact_url(url)
 
-    attempt("GetExecutionErrors", execution_errors)
+    if not detail.pop("errors_fetched", False):
+        attempt("GetExecutionErrors", execution_errors)
     for entity in entities:
+        if entity in done:
+            continue
+        if out_of_time is not None and out_of_time():
+            paused = {**detail, "errors_fetched": True, "entities_done": done, "error_files": files}
+            raise DetailIncomplete({**paused, "detail_errors": problems} if problems else paused)
         attempt(f"target error keys of {entity!r}", partial(error_keys, entity))
         attempt(f"staging error file of {entity!r}", partial(staging_file, entity))
+        done.append(entity)
     attempt("GetExecutionSummaryPageUrl", summary_page)
     detail["error_files"] = files
     if problems:

@@ -2,8 +2,11 @@
 
 Steps: lease the input (another instance working on it: skip) → route it → check sizes → prepare what D365
 receives while hashing the input (``preparing``) → claim the ledger entry for target + content → send
-(``send``) → record: ledger ``sent`` with the job, the job record the monitor follows, the input moved to
+(``send``; the input's lease is renewed right before, and a lapsed lease sends nothing) → record
+(``intake_records``): ledger ``sent`` with the job, the job record the monitor follows, the input moved to
 ``state/inflight/{job}/``. Bad input ends in the errors location with a status record and nothing is sent.
+A file left in inbound (deferred) is counted (``deferrals``) and goes to the errors location after
+``IMPORT_MAX_DEFERRALS`` attempts.
 
 A repeated trigger of the same blob version finds the input gone, or leased, or its ledger entry via the
 drop marker (no re-read of the content); a crash between sending and recording is recovered from the
@@ -15,27 +18,24 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import AzureError, ResourceNotFoundError
 
 from shared.context import AppContext
 from shared.d365.connector import ConnectorClient
-from shared.d365.dmf import DmfClient
 from shared.d365.errors import D365Error
 from shared.logs import annotate, log_context, log_crash, log_event
 from shared.packages.errors import PackageRejected
 from shared.pipelines.imports import layout
+from shared.pipelines.imports.intake_records import ImportReport, IntakeRecords
 from shared.pipelines.imports.lease import InputGone, input_lease
-from shared.pipelines.imports.ledger import Decision, InputRef, JobRecords, Ledger, LedgerState, decide
-from shared.pipelines.imports.outcome import Location, Outcomes, import_record
+from shared.pipelines.imports.ledger import Decision, InputRef, LedgerState, decide
 from shared.pipelines.imports.preparing import Prepared, prepare
-from shared.pipelines.imports.routing import RouteMatch, RoutingError, resolve
+from shared.pipelines.imports.routing import RoutingError, resolve
 from shared.pipelines.imports.send import (
     Deferred,
-    Refused,
+    LeaseLost,
     SendError,
     Uncertain,
     execution_known,
@@ -43,32 +43,12 @@ from shared.pipelines.imports.send import (
 )
 from shared.pipelines.imports.send import enqueue as send_enqueue
 from shared.pipelines.imports.settings import ImportSettings
-from shared.status import Outcome, StatusRecord, status_name, utc_now
+from shared.status import Outcome, StatusRecord, status_name
 from shared.storage import LeaseUnavailableError
 
 __all__ = ["ImportReport", "import_blob"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ImportReport:
-    """What one ``import_blob`` call did; ``outcome``: sent, rejected, failed, duplicate, deferred, busy,
-    gone or resumed."""
-
-    blob: str
-    outcome: str
-    message: str
-    route: str | None = None
-    job_id: str | None = None
-    sha256: str | None = None
-    message_id: str | None = None
-    execution_id: str | None = None
-    stored_as: str | None = None
-    reason_code: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 def import_blob(
@@ -125,28 +105,26 @@ def _log_outcome(subject: str, report: ImportReport) -> None:
     )
 
 
-class _Intake:
-    def __init__(
-        self,
-        context: AppContext,
-        settings: ImportSettings,
-        drop: InputRef,
-        lease: Any,
-        sleep: Callable[[float], None],
-    ) -> None:
-        self.context, self.settings, self.drop, self.lease, self.sleep = context, settings, drop, lease, sleep
-        self.store = context.store
-        self.ledger = Ledger(self.store, settings.state_container)
-        self.jobs = JobRecords(self.store, settings.state_container)
-        self.outcomes = Outcomes(self.store, settings)
-        self.dmf = DmfClient(context.odata, context.transport)
-        self.subject = f"{drop.container}/{drop.name}"
-        self.when = datetime.now(UTC)
-        self.match: RouteMatch | None = None
+class _Intake(IntakeRecords):
+    """The flow of one drop (see the module docstring)."""
 
     # -- the flow
 
     def run(self) -> ImportReport:
+        """``process``, then account for a deferral (DMF routes; populate routes keep their own rules)."""
+        report = self.process()
+        if self.match is None or self.match.route.populate is not None:
+            return report
+        if report.outcome != "deferred":
+            self.deferrals.clear(self.drop)  # the input left inbound: no longer waiting
+            return report
+        if report.reason_code == "input_lease_lost":  # another instance has the file now
+            return report
+        correlation = self.correlation({"job_id": report.job_id})
+        attempts = self.deferrals.count(self.drop, report.message, report.reason_code, correlation)
+        return report if attempts < self.settings.max_deferrals else self.give_up(report, attempts)
+
+    def process(self) -> ImportReport:
         try:
             self.match = resolve(self.settings.routes, self.drop.name)
         except RoutingError as exc:
@@ -215,7 +193,9 @@ class _Intake:
             route=route.name,
             on_redrop=route.on_redrop,
             drop=self.drop,
-            job_for=lambda generation: layout.job_id(route.name, prepared.sha256, generation),
+            job_for=lambda generation: layout.job_id(
+                route.name, prepared.sha256, generation, legal_entity=legal_entity
+            ),
             job=self.job_draft("", prepared),
         )
         draft = self.job_draft(claim.job_id, prepared)
@@ -245,6 +225,7 @@ class _Intake:
         if route.is_recurring:
             assert prepared.body is not None
             prepared.body.seek(0)
+            self.confirm_lease()
             message_id = send_enqueue(
                 ConnectorClient(self.context.transport),
                 route,
@@ -256,9 +237,30 @@ class _Intake:
             return {"message_id": message_id}
         package_url = prepared.package_url(self.dmf, route.name, self.drop.drop_id, self.settings)
         execution_id = import_under_lock(
-            self.store, self.settings, self.dmf, route, legal_entity, package_url, job, sleep=self.sleep
+            self.store,
+            self.settings,
+            self.dmf,
+            route,
+            legal_entity,
+            package_url,
+            job,
+            sleep=self.sleep,
+            before_send=self.confirm_lease,
         )
         return {"execution_id": execution_id}
+
+    def confirm_lease(self) -> None:
+        """Right before the irreversible send: renew the input's lease now. Preparing a big file can outlast
+        a lease whose background renewals failed; then another instance may be processing the file, and
+        this one must not send it too (:class:`LeaseLost`: nothing sent, the ledger left to that one)."""
+        try:
+            self.lease.renew()
+        except AzureError as exc:
+            raise LeaseLost(
+                "input_lease_lost",
+                "the lease on the input lapsed before it was sent (another instance may be processing it); "
+                f"not sent by this attempt ({type(exc).__name__})",
+            ) from exc
 
     # -- crash recovery
 
@@ -289,144 +291,33 @@ class _Intake:
         except D365Error as exc:
             return self.report("deferred", f"could not ask D365 whether job {job} exists: {exc}", job_id=job)
         if not known:
-            return None
+            return self.unconfirmed_again(name, entry)
         log_event(
             log, "IMPORT_RECOVERED", logging.WARNING, "sent before a crash; re-attached to it", job_id=job
         )
         return self.record_sent(name, entry, {**draft, "execution_id": job})
 
-    # -- outcomes
-
-    def job_draft(self, job: str, prepared: Prepared) -> dict[str, Any]:
-        assert self.match is not None
-        route = self.match.route
-        return {
-            "job_id": job,
-            "route": route.name,
-            "target": route.target,
-            "activity_id": route.activity_id or None,
-            "definition_group": route.definition_group or None,
-            "legal_entity": self.match.legal_entity,
-            "file_name": self.match.file_name,
-            "sha256": prepared.sha256,
-            "size": prepared.size,
-            "entities": list(prepared.entities),
-            "is_package": prepared.is_package,
-            "original": self.subject,
-            "drop_id": self.drop.drop_id,
-            "day": self.when.isoformat(),
-        }
-
-    def record_sent(self, ledger_name: str, entry: dict[str, Any], job: dict[str, Any]) -> ImportReport:
-        """Ledger ``sent`` → job record → input to ``inflight/``; each step safe to repeat."""
-        job_id = str(job.get("job_id") or entry["job_id"])
-        self.ledger.set_state(ledger_name, LedgerState.SENT, job=job)
-        inflight = Location(
-            self.settings.state_container, layout.inflight_name(job_id, str(job["file_name"]))
-        )
-        record = import_record(
-            self.subject,
-            Outcome.SENT,
-            "sent to D365; waiting for D365 to process it",
-            self.correlation(job),
-        )
-        self.jobs.create(
-            job_id,
-            {**job, "input": {"container": inflight.container, "name": inflight.name}, "ledger": ledger_name,
-             "sent_at": utc_now(), "polls": 0, "unknown_polls": 0, "status": record.to_dict()},
-        )  # fmt: skip
-        self.outcomes.write_record(inflight, record)  # operators see where the file is and why
-        self.outcomes.move(Location(self.drop.container, self.drop.name), inflight, lease=self.lease)
+    def unconfirmed_again(self, name: str, entry: dict[str, Any]) -> ImportReport | None:
+        """D365 does not know the job. After a crash that means it was never started: send it (None). After an
+        unconfirmed ImportFromPackage (``unconfirmed`` on the entry) D365 may just not show it yet (its status
+        row appears late, ref §1.7): ask again on the next ``IMPORT_UNKNOWN_STATUS_POLLS`` attempts (each at
+        least one retry interval apart) before sending again. Sending again is safe even then: it uses the
+        same execution id, and D365 refuses a second job with a used id (``send._id_already_used``)."""
+        unconfirmed = entry.get("unconfirmed")
+        if not isinstance(unconfirmed, dict):
+            return None
+        checks = int(unconfirmed.get("checks", 0)) + 1
+        if checks > self.settings.unknown_status_polls:
+            return None
+        job = str(entry["job_id"])
+        self.ledger.set_state(name, LedgerState.SENDING, unconfirmed={**unconfirmed, "checks": checks})
         return self.report(
-            "sent",
-            f"sent to D365 as job {job_id}",
-            job_id=job_id,
-            sha256=job.get("sha256"),
-            message_id=job.get("message_id"),
-            execution_id=job.get("execution_id"),
+            "deferred",
+            f"D365 does not know job {job} yet after an unconfirmed ImportFromPackage (check {checks} of "
+            f"{self.settings.unknown_status_polls}); asked again on the next attempt before sending again",
+            job_id=job,
+            reason_code="import_unconfirmed",
         )
-
-    def send_failed(self, ledger_name: str, exc: SendError, draft: dict[str, Any]) -> ImportReport:
-        job = str(draft.get("job_id", ""))
-        if isinstance(exc, Deferred) or exc.reason_code == "import_unconfirmed":
-            if isinstance(exc, Deferred):
-                self.ledger.set_state(ledger_name, LedgerState.NOT_SENT, note=exc.message)
-            return self.report("deferred", exc.message, job_id=job, reason_code=exc.reason_code)
-        state = LedgerState.NOT_SENT if isinstance(exc, Refused) else LedgerState.UNCERTAIN
-        report = self.finish_input(Outcome.FAILED, exc.message, exc.reason_code, folder=job, job=draft)
-        self.ledger.set_state(ledger_name, state, note=exc.message, stored_as=report.stored_as)
-        return report
-
-    def duplicate(self, entry: dict[str, Any], prepared: Prepared) -> ImportReport:
-        earlier = str(entry.get("job_id"))
-        assert self.match is not None
-        message = (
-            f"identical content was already sent to this target as job {earlier} "
-            f"(from {entry.get('input', {}).get('name')!r}, state {entry.get('state')}); skipped "
-            f"(route {self.match.route.name!r} has on_redrop 'skip')"
-        )
-        folder = f"dup-{self.drop.drop_id[:12]}"
-        draft = {**self.job_draft(earlier, prepared), "duplicate_of": earlier}
-        return self.finish_input(Outcome.DUPLICATE, message, "duplicate", folder=folder, job=draft)
-
-    def leftover(self, entry: dict[str, Any]) -> ImportReport:
-        """The job of this very drop is finished; what is still in inbound is a copy left by a cut move."""
-        stored = str(entry.get("stored_as") or "")
-        container, _, name = stored.partition("/")
-        if stored and self.store.blob(container, name).exists():
-            self.store.blob(self.drop.container, self.drop.name).delete_blob(lease=self.lease)
-            return self.report("gone", f"already imported and stored as {stored}; removed the leftover copy",
-                               job_id=str(entry.get("job_id")), stored_as=stored)  # fmt: skip
-        return self.finish_input(
-            Outcome.DUPLICATE,
-            f"this file was already handled as job {entry.get('job_id')} (state {entry.get('state')})",
-            "duplicate",
-            folder=f"dup-{self.drop.drop_id[:12]}",
-        )
-
-    def finish_input(
-        self,
-        outcome: Outcome,
-        message: str,
-        reason_code: str,
-        *,
-        route: str | None = None,
-        folder: str | None = None,
-        entry: str | None = None,
-        job: dict[str, Any] | None = None,
-    ) -> ImportReport:
-        """Status record + move of the input straight from inbound to its final location."""
-        route_name = route or (self.match.route.name if self.match else "_unrouted")
-        file_name = self.match.file_name if self.match else self.drop.name.rsplit("/", 1)[-1] or "unnamed"
-        target = self.outcomes.final_location(
-            outcome, route_name, self.when, folder or f"drop-{self.drop.drop_id[:12]}", file_name
-        )
-        record = import_record(
-            self.subject, outcome, message, self.correlation(job or {}), reason_code=reason_code, entry=entry
-        )
-        self.outcomes.finish(Location(self.drop.container, self.drop.name), target, record, lease=self.lease)
-        kind = {Outcome.REJECTED: "rejected", Outcome.DUPLICATE: "duplicate"}.get(outcome, "failed")
-        return self.report(
-            kind, message, job_id=(job or {}).get("job_id"), stored_as=str(target), reason_code=reason_code
-        )
-
-    def correlation(self, job: dict[str, Any]) -> dict[str, str]:
-        values = {
-            "job_id": job.get("job_id"),
-            "execution_id": job.get("execution_id"),
-            "message_id": job.get("message_id"),
-            "file": self.match.file_name if self.match else None,
-            "sha256": job.get("sha256"),
-            "route": self.match.route.name if self.match else None,
-            "legal_entity": self.match.legal_entity if self.match else None,
-            "drop_id": self.drop.drop_id,
-            "duplicate_of": job.get("duplicate_of"),
-        }
-        return {k: str(v) for k, v in values.items() if v}
-
-    def report(self, outcome: str, message: str, **fields: Any) -> ImportReport:
-        route = self.match.route.name if self.match else None
-        return ImportReport(self.subject, outcome, message, route=route, **fields)
 
 
 def status_of(record: dict[str, Any]) -> StatusRecord:

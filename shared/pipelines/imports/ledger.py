@@ -5,10 +5,17 @@
 instances racing on the same content, a repeated trigger or a crash between sending and recording all meet
 the same entry. :func:`decide` is the pure rule table; :class:`Ledger` does the conditional I/O.
 
-States: ``sending`` (claimed; the send may or may not have reached D365), ``sent`` (D365 accepted it; the
-monitor follows the job), ``succeeded`` / ``failed`` (D365's verdict), ``not_sent`` (nothing was imported:
-deferred or refused before any import started; may be sent again), ``uncertain`` (may or may not have
-been imported; an operator must check before sending it again).
+States: ``sending`` (claimed; the send may or may not have reached D365; also after an ImportFromPackage
+whose answer was lost, marked ``unconfirmed``, until D365 shows the job or the grace checks run out),
+``sent`` (D365 accepted it; the monitor follows the job), ``succeeded`` / ``failed`` (D365's verdict),
+``not_sent`` (nothing was imported: deferred or refused before any import started; may be sent again),
+``uncertain`` (may or may not have been imported; an operator must check before sending it again). A
+``sending`` entry is never taken over by another drop (``skip``: duplicate; ``reimport``: busy), so an
+import that may have started is never started again from another drop; only the drop that claimed it
+sends again, with the same execution id, which D365 refuses to run twice.
+
+The monitor records a job's verdict only while the entry still belongs to that job
+(``set_state(expect_job=)``): a re-import's newer generation is never overwritten by an older one.
 
 Re-submitting (``resubmit.py``) is the one deliberate way past the duplicate rule: an operator's
 ``resubmission`` permit on a ``failed``/``uncertain`` entry names the inbound blob the input is put back
@@ -39,6 +46,7 @@ __all__ = [
     "Ledger",
     "LedgerState",
     "ResubmissionRefused",
+    "StaleGeneration",
     "decide",
 ]
 
@@ -54,6 +62,10 @@ class LedgerState(enum.StrEnum):
 
 #: States an operator may re-submit from: D365 failed it, or nobody knows and the operator checked.
 RESUBMITTABLE = (LedgerState.FAILED, LedgerState.UNCERTAIN, LedgerState.NOT_SENT)
+
+
+class StaleGeneration(Exception):
+    """The ledger entry was taken over by another generation (job) than the one being recorded."""
 
 
 class ResubmissionRefused(Exception):
@@ -258,11 +270,21 @@ class Ledger:
         result: dict[str, Any] = self.store.update_json(self.container, name, change)
         return result
 
-    def set_state(self, name: str, state: LedgerState, **fields: Any) -> dict[str, Any]:
-        """Move the entry to ``state`` (ETag-guarded read-modify-write), recording extra ``fields``."""
+    def set_state(
+        self, name: str, state: LedgerState, *, expect_job: str | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        """Move the entry to ``state`` (ETag-guarded read-modify-write), recording extra ``fields``.
+
+        ``expect_job``: only if the entry still belongs to that job (generation); otherwise
+        :class:`StaleGeneration` and nothing is written. The monitor finishing generation 1 must not
+        overwrite generation 2 (a re-import) that took the entry over meanwhile."""
 
         def change(current: dict[str, Any] | None) -> dict[str, Any]:
             entry = dict(current or {})
+            if expect_job is not None and str(entry.get("job_id")) != expect_job:
+                raise StaleGeneration(
+                    f"ledger entry {name} belongs to job {entry.get('job_id')}, not {expect_job}"
+                )
             if entry.get("state") != str(state):
                 history = list(entry.get("history", []))
                 history.append(

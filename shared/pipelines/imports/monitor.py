@@ -15,7 +15,9 @@ then
 Then inbound files older than ``IMPORT_RETRY_AFTER_MINUTES`` (a trigger missed, a deferred send, a crash)
 are imported again through the same ``import_blob``, which the ledger and the input lease make safe. One
 run at a time (lease ``state/locks/import-monitor``); a run stops taking new work after
-``IMPORT_MONITOR_MAX_SECONDS``.
+``IMPORT_MONITOR_MAX_SECONDS``, also between the entities whose error detail it fetches (the job record
+keeps what was fetched, the next run goes on). A job whose input the intake is still moving to
+``inflight/`` is finished on a later run, never without its input.
 """
 
 from __future__ import annotations
@@ -36,9 +38,9 @@ from shared.d365.dmf import DmfClient, ExecutionStatus, MessageStatus
 from shared.d365.errors import D365ClientError, D365Error
 from shared.logs import annotate, log_context, log_event
 from shared.pipelines.imports import layout
-from shared.pipelines.imports.details import collect_error_detail
+from shared.pipelines.imports.details import DetailIncomplete, collect_error_detail
 from shared.pipelines.imports.intake import import_blob
-from shared.pipelines.imports.ledger import JobRecords, Ledger, LedgerState
+from shared.pipelines.imports.ledger import JobRecords, Ledger, LedgerState, StaleGeneration
 from shared.pipelines.imports.outcome import Location, Outcomes
 from shared.pipelines.imports.settings import ImportSettings
 from shared.redact import redact_text
@@ -251,6 +253,9 @@ class _Monitor:
     def finish(self, job: dict[str, Any], verdict: Verdict) -> None:
         assert verdict.outcome is not None
         job_id = str(job["job_id"])
+        if self._input_still_arriving(job):
+            self.report.in_progress.append(job_id)
+            return
         record = StatusRecord.from_dict(job["status"])
         final = self.outcomes.final_location(
             verdict.outcome, str(job["route"]), _parse_time(str(job["day"])), job_id, str(job["file_name"])
@@ -264,10 +269,17 @@ class _Monitor:
                 entities = list(job.get("entities") or [])
                 entities += [d["entity_name"] for d in verdict.detail.get("execution_detail", [])
                              if d.get("entity_name") and d["entity_name"] not in entities]  # fmt: skip
-                d365.update(collect_error_detail(
-                    self.dmf, self.outcomes, self.settings, execution_id=str(execution_id),
-                    entities=entities, final=final, sleep=self.sleep,
-                ))  # fmt: skip
+                try:
+                    d365.update(collect_error_detail(
+                        self.dmf, self.outcomes, self.settings, execution_id=str(execution_id),
+                        entities=entities, final=final, sleep=self.sleep,
+                        progress=job.get("error_detail"), out_of_time=self.out_of_time,
+                    ))  # fmt: skip
+                except DetailIncomplete as exc:  # out of time: the next run goes on from here
+                    paused = exc.progress
+                    self.jobs.update(job_id, lambda current: {**current, "error_detail": paused})
+                    self.report.in_progress.append(job_id)
+                    return
         if execution_id:
             record.correlation["execution_id"] = str(execution_id)
         message = {
@@ -293,7 +305,10 @@ class _Monitor:
         record.advance(verdict.outcome, message, **d365)
         self._finish_input(source, final, record)
         ledger_state = LedgerState.SUCCEEDED if verdict.outcome is Outcome.SUCCEEDED else LedgerState.FAILED
-        self.ledger.set_state(str(job["ledger"]), ledger_state, stored_as=str(final))
+        try:
+            self.ledger.set_state(str(job["ledger"]), ledger_state, expect_job=job_id, stored_as=str(final))
+        except StaleGeneration as exc:  # a re-import owns the entry now: its state is not this job's
+            log.warning("job %s finished %s; ledger left alone: %s", job_id, verdict.outcome, exc)
         self.jobs.delete(job_id)
         self.report.finished[job_id] = str(verdict.outcome)
         level = {Outcome.SUCCEEDED: logging.INFO, Outcome.PARTIALLY_SUCCEEDED: logging.WARNING}
@@ -308,6 +323,27 @@ class _Monitor:
             execution_id=execution_id,
             stored_as=str(final),
         )
+
+    def _input_still_arriving(self, job: dict[str, Any]) -> bool:
+        """Whether the intake has not yet moved this job's input to ``inflight/`` (the job record is written
+        before that move, which takes a while for a big file; or the intake stopped before it, and the retry
+        of that drop completes it): then the job is finished on a later run, never without its input."""
+        source = job["input"]
+        if self.store.blob(str(source["container"]), str(source["name"])).exists():
+            return False
+        container, _, name = str(job.get("original", "")).partition("/")
+        if not name:
+            return False
+        try:
+            props = self.store.blob(container, name).get_blob_properties()
+        except ResourceNotFoundError:
+            return False
+        if layout.drop_id(container, name, str(props.etag)) != job.get("drop_id"):
+            return False  # a later drop under the same name: not this job's input
+        log.info(
+            "job %s finished in D365 but its input is still being moved to in-flight; next run", job["job_id"]
+        )
+        return True
 
     def _finish_input(self, source: Location, final: Location, record: StatusRecord) -> None:
         """Record + move to the final location; an input already gone leaves the record alone there."""

@@ -3,7 +3,10 @@
 Order matters for "nothing is lost": the status record (and any error file) is written first, then the input
 is moved. A crash in between leaves the input where it was with its record already written; the retry
 writes the same record again and completes the move. Moves are idempotent (an existing target is kept, a
-missing source whose target exists counts as done).
+missing source whose target exists counts as done). Keeping an existing target and deleting the source
+loses nothing because every target name belongs to one drop (``drop-``/``dup-{drop id}`` folders) or to
+one job, and a job id is one-to-one with (route, company, content, generation) (``layout.job_id``; the
+intake refuses to reuse another drop's job record).
 """
 
 from __future__ import annotations

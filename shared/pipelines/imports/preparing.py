@@ -126,6 +126,20 @@ def prepare(
     blob = context.store.blob(drop.container, drop.name)
     chunks = blob_chunks(blob, drop.etag, drop.size, chunk=READ_RANGE, ahead=READ_AHEAD)
     reader = HashingReader(chunks, name=name, limit=limit)
+    try:
+        return _prepare(settings, match, drop, dmf, reader)
+    finally:
+        reader.close()  # read to its end by now, or abandoned (rejected, deferred): stop its threads
+
+
+def _prepare(
+    settings: ImportSettings,
+    match: RouteMatch,
+    drop: InputRef,
+    dmf: DmfClient,
+    reader: HashingReader,
+) -> Prepared:
+    route, name = match.route, match.file_name
     if match.kind == InputKind.ZIP:
         return _zip(route, settings, reader, name)
     source_format = _format(route, name)

@@ -6,9 +6,11 @@ Failures are sorted by what they mean for "exactly once" (the caller records the
   413 from enqueue): nothing was imported; the input goes to the errors location with D365's message.
 - :class:`Deferred`: nothing was sent, or D365 could not take it now (cannot connect, throttled, the
   import lock or a running package import): the input stays in inbound and is tried again later.
-- :class:`Uncertain`: the request may have reached D365 and nobody can tell (a 5xx or a dropped
-  connection on enqueue). The recurring API offers no lookup by external identifier (ref §4.2), so the
-  input is NOT sent again blindly: it goes to the errors location marked ``needs_operator_check``.
+- :class:`Uncertain`: the request may have reached D365 and nobody can tell (a 5xx, a timeout or a dropped
+  connection). The recurring API offers no lookup by external identifier (ref §4.2), so an enqueue is NOT
+  sent again blindly: it goes to the errors location marked ``needs_operator_check``. A package import
+  (``import_unconfirmed``) stays ``sending`` in the ledger and in inbound: later attempts look the
+  deterministic execution id up (``intake.recover``) before sending again with that same id.
 
 ``ImportFromPackage`` runs with a deterministic execution id, so after any failure the import is looked up
 by that id: if D365 knows it, it was imported (by us); D365 also refuses a second job with the same id.
@@ -47,7 +49,16 @@ from shared.redact import redact_text
 from shared.status import utc_now
 from shared.storage import BlobStore, LeaseUnavailableError
 
-__all__ = ["Deferred", "Refused", "SendError", "Uncertain", "enqueue", "execution_known", "import_under_lock"]
+__all__ = [
+    "Deferred",
+    "LeaseLost",
+    "Refused",
+    "SendError",
+    "Uncertain",
+    "enqueue",
+    "execution_known",
+    "import_under_lock",
+]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +82,11 @@ class Deferred(SendError):
 
 class Uncertain(SendError):
     """It may or may not have reached D365."""
+
+
+class LeaseLost(SendError):
+    """The input's lease lapsed before the send (another instance may have the file now): nothing sent, and
+    the ledger is left to whoever holds the input."""
 
 
 def _describe(exc: D365Error) -> str:
@@ -154,6 +170,17 @@ def execution_known(dmf: DmfClient, execution_id: str) -> bool:
         raise
 
 
+def _id_already_used(failure: D365Error, execution_id: str) -> bool:
+    """D365 refused the import because our deterministic execution id exists (an earlier attempt of ours).
+
+    The wording of that refusal is UNCONFIRMED (not in the reference; the emulator answers 400 "The execution
+    ID '...' is already used by another job"): the id quoted with "already" or "exist" counts. The id is
+    (route, company, content, generation), so only an earlier attempt of this very import can have used it.
+    """
+    text = f"{failure.message} {getattr(failure, 'inner_message', '') or ''}".lower()
+    return execution_id.lower() in text and ("already" in text or "exist" in text)
+
+
 def _import(dmf: DmfClient, route: Route, legal_entity: str, package_url: str, execution_id: str) -> str:
     try:
         return dmf.import_from_package(
@@ -166,29 +193,44 @@ def _import(dmf: DmfClient, route: Route, legal_entity: str, package_url: str, e
         )
     except D365Error as exc:
         failure = exc
-    # Whatever went wrong, our deterministic execution id tells whether the import exists now.
+    if _nothing_sent(failure):  # the request never left: nothing can have started
+        raise Deferred("d365_unreachable", f"D365 could not be reached: {_describe(failure)}") from failure
+    # Whatever else went wrong, our deterministic execution id tells whether the import exists now.
     try:
-        if execution_known(dmf, execution_id):
-            log.warning("ImportFromPackage %s failed (%s) but D365 has the job: counted as sent",
-                        execution_id, _describe(failure))  # fmt: skip
-            return execution_id
+        known = execution_known(dmf, execution_id)
     except D365Error as exc:
         raise Uncertain(
             "import_unconfirmed",
             f"ImportFromPackage failed ({_describe(failure)}) and D365 could not be asked whether job "
             f"{execution_id!r} exists ({_describe(exc)}); the next attempt asks again before sending",
         ) from failure
-    verdict = _transient(failure)
+    if known or _id_already_used(failure, execution_id):
+        log.warning("ImportFromPackage %s failed (%s) but D365 has the job: counted as sent",
+                    execution_id, _describe(failure))  # fmt: skip
+        return execution_id
+    verdict = _transient(failure)  # throttled or not authorized: D365 answered and started nothing
     if verdict is not None:
         raise verdict from failure
     text = f"{failure.message} {getattr(failure, 'inner_message', '') or ''}".lower()
-    if "parallel" in text or (isinstance(failure, D365HTTPError) and failure.status_code in (502, 503, 504)):
+    if "parallel" in text:
         raise Deferred("d365_busy", f"D365 could not start the import now: {_describe(failure)}") from failure
-    if isinstance(failure, D365HTTPError):
+    if isinstance(failure, D365HTTPError) and 400 <= failure.status_code < 500 and failure.status_code != 408:
         raise Refused("refused_by_d365", f"ImportFromPackage was refused: {_describe(failure)}") from failure
-    raise Deferred(
-        "d365_unreachable", f"ImportFromPackage did not complete: {_describe(failure)}"
+    # A 5xx (D365's 500s are often transient, and validation failures answer 500 too, ref §1.7), a 408, a
+    # read timeout or a dropped/truncated answer: D365 may have started the job, and its status row may not
+    # exist yet (GetExecutionSummaryStatus answers 400 "not found" for a while, ref §1.7). So this is NOT
+    # "not sent": the ledger entry stays ``sending`` (another drop of the content cannot take it over) and the
+    # next attempt of this drop asks D365 again before sending with the same execution id (intake.recover).
+    raise Uncertain(
+        "import_unconfirmed",
+        f"ImportFromPackage may or may not have started job {execution_id!r} ({_describe(failure)}) and D365 "
+        "does not know the job yet; the file stays in the inbound container and the next attempt asks D365 "
+        "again before sending it (with the same execution id)",
     ) from failure
+
+
+#: How long after ImportFromPackage a 400 "not found" for its status still means "the job is starting".
+NOT_FOUND_GRACE_MINUTES = 5.0
 
 
 def _previous_running(dmf: DmfClient, metadata: dict[str, str], settings: ImportSettings) -> str | None:
@@ -199,8 +241,11 @@ def _previous_running(dmf: DmfClient, metadata: dict[str, str], settings: Import
     started = metadata.get("started", "")
     try:
         status = dmf.execution_status(previous)
-    except D365ClientError:
-        return None
+    except D365ClientError as exc:
+        # Right after ImportFromPackage, GetExecutionSummaryStatus answers 400 "...not found" until the
+        # execution row exists (ref §1.7): for a while after ``started`` that means "still starting".
+        young = bool(started) and _minutes_since(started) < NOT_FOUND_GRACE_MINUTES
+        return previous if exc.status_code == 400 and young else None
     if status.final:
         return None
     if started and _minutes_since(started) > settings.stuck_after_minutes:
@@ -236,8 +281,12 @@ def import_under_lock(
     *,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    before_send: Callable[[], None] | None = None,
 ) -> str:
-    """``ImportFromPackage`` while holding the app-wide import lock; a :class:`SendError` on failure."""
+    """``ImportFromPackage`` while holding the app-wide import lock; a :class:`SendError` on failure.
+
+    ``before_send`` runs right before the call (after any wait for the lock): the caller confirms there that
+    it still owns the input (raising :class:`LeaseLost` if not)."""
     deadline = clock() + settings.lock_wait_seconds
     waited_for: str | None = None
     while True:
@@ -255,6 +304,8 @@ def import_under_lock(
                         "d365_unreachable", f"could not ask D365 whether the previous import ended: {exc}"
                     ) from exc
                 if running is None:
+                    if before_send is not None:
+                        before_send()
                     answered = _import(dmf, route, legal_entity, package_url, execution_id)
                     try:
                         blob.set_blob_metadata({"execution_id": answered, "started": utc_now()}, lease=lease)

@@ -105,6 +105,12 @@ class _BackgroundHash:
             self._hex = self._digest.hexdigest()
         return self._hex
 
+    def stop(self) -> None:
+        """End the thread now (the reader was abandoned); the digest of a partial read is never used."""
+        if self._hex is None and self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
 
 class HashingReader:
     """A read-only, forward-only file over byte chunks; sha256 and size of everything read so far."""
@@ -159,6 +165,14 @@ class HashingReader:
     def sha256(self) -> str:
         """The digest of everything read; call once the input is read to its end (it ends the hashing)."""
         return self._digest.hexdigest()
+
+    def close(self) -> None:
+        """Stop hashing and reading ahead (a rejected or deferred input is abandoned mid-way): the hash
+        thread and the queued chunks must not linger for ``IDLE_HASH_SECONDS``."""
+        self._digest.stop()
+        closing = getattr(self._chunks, "close", None)
+        if closing is not None:
+            closing()  # a generator's ``finally`` cancels the ranged reads still pending
 
 
 @dataclass

@@ -2,14 +2,13 @@
 with their D365 status, stuck jobs, and recent failures with D365's error detail.
 
 Where each fact comes from (``shared.pipelines.imports.layout``): waiting = blobs in inbound (route by the
-longest prefix); in flight = ``state/jobs/{job}.json`` (route from the job id ``{route}-{sha16}[-rN]``, so
+longest prefix); in flight = ``state/jobs/{job}.json`` (route from the job id, ``layout.job_route``, so
 counting costs no read); archived / failed = ``.status.json`` records in ``archive/`` / ``errors/`` under
 ``{route}/{yyyy}/{mm}/{dd}/`` folders of the window's days, modified within the window.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,7 +23,6 @@ from shared.status import STATUS_SUFFIX, Outcome, status_name
 __all__ = ["day_prefixes", "gather_imports", "job_route", "route_for"]
 
 UNROUTED = "_unrouted"
-_JOB_ID = re.compile(r"^(?P<route>.+)-[0-9a-f]{16}(?:-r\d+)?$")
 _ERRORS_SHOWN = 3
 
 
@@ -44,9 +42,8 @@ def route_for(blob_name: str, routes: Iterable[Route]) -> str:
     return max(matching, key=lambda r: len(r.prefix)).name if matching else UNROUTED
 
 
-def job_route(job_id: str) -> str:
-    found = _JOB_ID.match(job_id)
-    return found.group("route") if found else UNROUTED
+def job_route(job_id: str, routes: Iterable[Route] = ()) -> str:
+    return layout.job_route(job_id, {r.name for r in routes}) or UNROUTED
 
 
 def _minutes(now: datetime, stamp: str) -> float:
@@ -152,7 +149,7 @@ def gather_imports(
     ]
     overview.in_flight_total = len(job_blobs)
     for blob in job_blobs:
-        route(job_route(blob.name[len(layout.JOBS_PREFIX) : -len(".json")])).in_flight += 1
+        route(job_route(blob.name[len(layout.JOBS_PREFIX) : -len(".json")], settings.routes)).in_flight += 1
     for blob in sorted(job_blobs, key=lambda b: b.last_modified)[:inflight_limit]:
         job = lister.read_json(blob.container, blob.name)
         if job is None or not job.get("job_id"):
