@@ -9,6 +9,7 @@ import json
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from tests.integration.test_imports_stack import (
     PACKAGE_ROUTE,
@@ -19,6 +20,17 @@ from tests.integration.test_imports_stack import (
 )
 
 __all__ = ["make_stack"]  # the fixture, re-exported for pytest
+
+
+# A package route for Customers V3 whose rows D365 checks (foreign keys, types): the row-error scenarios.
+CUSTOMERS_ROUTE: dict[str, Any] = {
+    "name": "customers",
+    "target": "package",
+    "definition_group": "Imports-Customers",
+    "overwrite": True,
+    "legal_entity": "usmf",
+    "entities": [{"entity": "Customers V3", "file_pattern": "*.csv"}],
+}
 
 
 def groups_in(stack: ImportStack, company: str, prefix: str) -> dict[str, str]:
@@ -171,15 +183,7 @@ def test_the_same_file_for_two_companies_is_imported_into_each(make_stack) -> No
 
 
 def test_partially_failed_import_lands_in_errors_with_d365_error_detail(make_stack) -> None:
-    route = {
-        "name": "customers",
-        "target": "package",
-        "definition_group": "Imports-Customers",
-        "overwrite": True,
-        "legal_entity": "usmf",
-        "entities": [{"entity": "Customers V3", "file_pattern": "*.csv"}],
-    }
-    stack: ImportStack = make_stack([route])
+    stack: ImportStack = make_stack([CUSTOMERS_ROUTE])
     rows = [
         ["CUSTOMERACCOUNT", "ORGANIZATIONNAME", "CUSTOMERGROUPID", "SALESCURRENCYCODE", "CREDITLIMIT"],
         ["ER-1", "Good customer", "10", "USD", "100"],
@@ -285,15 +289,7 @@ GET_ERRORS = "/data/DataManagementDefinitionGroups/Microsoft.Dynamics.DataEntiti
 def test_error_detail_collection_stops_at_the_monitor_budget_and_resumes(make_stack) -> None:
     from shared.pipelines.imports.monitor import monitor_imports
 
-    route = {
-        "name": "customers",
-        "target": "package",
-        "definition_group": "Imports-Customers",
-        "overwrite": True,
-        "legal_entity": "usmf",
-        "entities": [{"entity": "Customers V3", "file_pattern": "*.csv"}],
-    }
-    stack: ImportStack = make_stack([route])
+    stack: ImportStack = make_stack([CUSTOMERS_ROUTE])
     rows = [
         ["CUSTOMERACCOUNT", "ORGANIZATIONNAME", "CUSTOMERGROUPID", "SALESCURRENCYCODE", "CREDITLIMIT"],
         ["EB-1", "Unknown group", "NOPE", "USD", "100"],

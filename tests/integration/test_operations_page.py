@@ -33,6 +33,7 @@ from shared.pipelines.exports.layout import package_name
 from shared.pipelines.imports import ImportSettings
 from shared.settings import Settings
 from shared.status import Outcome, StatusRecord, status_name
+from tests.integration.test_imports_package import CUSTOMERS_ROUTE
 from tests.integration.test_imports_stack import (
     PACKAGE_ROUTE,
     ImportStack,
@@ -47,14 +48,6 @@ from tests.support.stack import AzuriteInfo, EmulatorInfo
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOT = ROOT / "test-artifacts" / "operations-page.png"
-CUSTOMERS_ROUTE = {
-    "name": "customers",
-    "target": "package",
-    "definition_group": "Imports-Customers",
-    "overwrite": True,
-    "legal_entity": "usmf",
-    "entities": [{"entity": "Customers V3", "file_pattern": "*.csv"}],
-}
 EXPORT_ACTIVITY = {"name": "sales-orders", "activity_id": "5b3f2c1e-0000-4e11-8f00-00000000e001"}
 KEPT_FUNCTIONS = {"operations_page"}
 
