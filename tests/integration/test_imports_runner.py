@@ -4,7 +4,6 @@ finished by the monitor timer, and ends archived beside its status record; the r
 
 from __future__ import annotations
 
-import importlib
 import json
 import time
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from azure.storage.blob import BlobServiceClient
 
 from localstack.processes import ROOT
 from tests.integration.test_imports_stack import PACKAGE_ROUTE, customer_groups_csv, stack_env
+from tests.support.app_functions import deployed_functions
 from tests.support.d365 import make_transport
 from tests.support.runner_process import runner_command, runner_process, write_local_settings
 from tests.support.stack import AzuriteInfo, EmulatorInfo
@@ -24,14 +24,7 @@ IMPORT_FUNCTIONS = {"import_inbound_file", "import_monitor"}
 
 
 def other_functions() -> list[str]:
-    import function_app
-
-    app = importlib.reload(function_app).app  # a fresh app object: get_functions() runs once per object
-    names = [
-        f.get_function_name() for f in app.get_functions() if f.get_function_name() not in IMPORT_FUNCTIONS
-    ]
-    importlib.reload(function_app)  # leave an unused app behind for later tests in this process
-    return names
+    return [name for name in deployed_functions() if name not in IMPORT_FUNCTIONS]
 
 
 @contextmanager

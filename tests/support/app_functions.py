@@ -1,12 +1,14 @@
 """The deployed app's functions as the host indexes them, for tests that call a function body directly.
 
-``FunctionApp.get_functions()`` may run once per app object: azure-functions 2.x validates unique names on
-every call and the second call on the same object raises. So the deployed ``function_app.app`` is indexed
-once per process here, and every test shares the result.
+``FunctionApp.get_functions()`` may run once per app object: newer azure-functions releases validate unique
+names on every call, and a second call on the same object raises. Other code in the test process (the
+runner's discovery) indexes ``function_app.app`` itself, so this indexes a fresh app object of its own, once
+per process, and leaves another fresh, unindexed one behind.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -17,4 +19,7 @@ def deployed_functions() -> dict[str, Callable[..., Any]]:
     """Function name → user function of ``function_app.app`` (indexed once per process)."""
     import function_app
 
-    return {str(f.get_function_name()): f.get_user_function() for f in function_app.app.get_functions()}
+    app = importlib.reload(function_app).app
+    functions = {str(f.get_function_name()): f.get_user_function() for f in app.get_functions()}
+    importlib.reload(function_app)
+    return functions
