@@ -6,7 +6,7 @@ receives while hashing the input (``preparing``) → claim the ledger entry for 
 (``intake_records``): ledger ``sent`` with the job, the job record the monitor follows, the input moved to
 ``state/inflight/{job}/``. Bad input ends in the errors location with a status record and nothing is sent.
 A file left in inbound (deferred) is counted (``deferrals``) and goes to the errors location after
-``IMPORT_MAX_DEFERRALS`` attempts.
+``IMPORT_MAX_DEFERRAL_HOURS`` (and at least ``IMPORT_MAX_DEFERRALS`` attempts).
 
 A repeated trigger of the same blob version finds the input gone, or leased, or its ledger entry via the
 drop marker (no re-read of the content); a crash between sending and recording is recovered from the
@@ -18,9 +18,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
-from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
 
 from shared.context import AppContext
 from shared.d365.connector import ConnectorClient
@@ -57,8 +64,10 @@ def import_blob(
     *,
     settings: ImportSettings | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    now: datetime | None = None,
 ) -> ImportReport:
-    """Import ``blob_name`` (a name inside the inbound container) once; see the module docstring."""
+    """Import ``blob_name`` (a name inside the inbound container) once; see the module docstring. ``now``:
+    the time of this attempt (the monitor's run passes its own)."""
     settings = settings or context.settings.section(ImportSettings)
     inbound = settings.inbound_container
     blob = context.store.blob(inbound, blob_name)
@@ -75,7 +84,7 @@ def import_blob(
         drop = InputRef(inbound, blob_name, etag, layout.drop_id(inbound, blob_name, etag), int(props.size))
         try:
             with input_lease(blob, seconds=settings.lease_seconds, etag=etag) as lease:
-                intake = _Intake(context, settings, drop, lease, sleep)
+                intake = _Intake(context, settings, drop, lease, sleep, now or datetime.now(UTC))
                 report = intake.run()
         except LeaseUnavailableError:
             report = ImportReport(subject, "busy", "another instance is processing this file")
@@ -105,6 +114,16 @@ def _log_outcome(subject: str, report: ImportReport) -> None:
     )
 
 
+RENEW_ATTEMPTS = 3  # renewals of the input's lease right before sending (transient errors retried)
+
+
+def _transient(exc: AzureError) -> bool:
+    """A storage error that says nothing about the lease: no answer, or a 5xx (409/412 = lease gone)."""
+    if isinstance(exc, ServiceRequestError | ServiceResponseError):
+        return True
+    return isinstance(exc, HttpResponseError) and (exc.status_code or 0) >= 500
+
+
 class _Intake(IntakeRecords):
     """The flow of one drop (see the module docstring)."""
 
@@ -121,8 +140,10 @@ class _Intake(IntakeRecords):
         if report.reason_code == "input_lease_lost":  # another instance has the file now
             return report
         correlation = self.correlation({"job_id": report.job_id})
-        attempts = self.deferrals.count(self.drop, report.message, report.reason_code, correlation)
-        return report if attempts < self.settings.max_deferrals else self.give_up(report, attempts)
+        waiting = self.deferrals.count(self.drop, report.message, report.reason_code, correlation, self.when)
+        if waiting.attempts < self.settings.max_deferrals or waiting.hours < self.settings.max_deferral_hours:
+            return report
+        return self.give_up(report, waiting.attempts, waiting.hours)
 
     def process(self) -> ImportReport:
         try:
@@ -172,6 +193,10 @@ class _Intake(IntakeRecords):
     def continue_claimed(self, name: str, entry: dict[str, Any]) -> ImportReport | None:
         """A trigger of a drop that was claimed before: finish it without re-reading the content."""
         assert self.match is not None
+        if entry.get("input", {}).get("drop_id") != self.drop.drop_id:
+            taken_over = self.taken_over(name, entry)
+            if taken_over is not None:
+                return taken_over
         decision, _ = decide(entry, self.drop, self.match.route.on_redrop)
         if decision is Decision.RESUME:
             return self.record_sent(name, entry, dict(entry.get("job", {})))
@@ -182,6 +207,30 @@ class _Intake(IntakeRecords):
             if found is not None:
                 return found
         return None  # send again (deferred before, or a package import D365 never started)
+
+    def taken_over(self, name: str, entry: dict[str, Any]) -> ImportReport | None:
+        """This drop claimed the entry and sent its job, then stopped before its input left inbound; another
+        drop re-imported the content meanwhile (a newer generation). This drop must never be sent again:
+        with its job record, the input joins its job in ``inflight/`` (the ledger stays the newer one's);
+        without one (gone before it was written), an operator checks. None: this drop never sent."""
+        own = self.ledger.drop_job(self.drop)
+        if own is None or own == str(entry.get("job_id")):
+            return None
+        found = self.jobs.read(own)
+        if found is not None and found.value.get("drop_id") == self.drop.drop_id:
+            return self.record_sent(name, entry, dict(found.value), ledger=False)
+        states = {str(h.get("job_id")): str(h.get("state")) for h in entry.get("history", [])}
+        if states.get(own, str(LedgerState.NOT_SENT)) == str(LedgerState.NOT_SENT):
+            return None  # nothing of this drop reached D365: a re-drop like any other
+        assert self.match is not None
+        return self.finish_input(
+            Outcome.FAILED,
+            f"this file was sent as job {own} (state {states[own]}) but the app stopped before it was "
+            f"recorded, and job {entry.get('job_id')} re-imported the same content meanwhile; not sent "
+            "again. Check D365's import history for the job; re-submit only if it is not there",
+            "needs_operator_check",
+            folder=own,
+        )
 
     def claim_and_send(self, prepared: Prepared) -> ImportReport:
         assert self.match is not None
@@ -202,9 +251,9 @@ class _Intake(IntakeRecords):
         annotate(job_id=claim.job_id)
         if claim.decision is Decision.DUPLICATE:
             return self.duplicate(claim.entry, prepared)
-        if claim.decision is Decision.BUSY:
-            return self.report("deferred", "the same content is being imported from another drop right now; "
-                               "this re-import is tried again later", job_id=claim.job_id)  # fmt: skip
+        if claim.decision is Decision.BUSY:  # the job is the other drop's: not this one's (its errors folder)
+            return self.report("deferred", f"the same content is being imported from another drop right now "
+                               f"(job {claim.job_id}); this re-import is tried again later")  # fmt: skip
         if claim.decision is Decision.RESUME:
             return self.record_sent(claim.name, claim.entry, {**draft, **claim.entry.get("job", {})})
         if claim.decision is Decision.FINISHED:
@@ -252,15 +301,22 @@ class _Intake(IntakeRecords):
     def confirm_lease(self) -> None:
         """Right before the irreversible send: renew the input's lease now. Preparing a big file can outlast
         a lease whose background renewals failed; then another instance may be processing the file, and
-        this one must not send it too (:class:`LeaseLost`: nothing sent, the ledger left to that one)."""
-        try:
-            self.lease.renew()
-        except AzureError as exc:
-            raise LeaseLost(
-                "input_lease_lost",
-                "the lease on the input lapsed before it was sent (another instance may be processing it); "
-                f"not sent by this attempt ({type(exc).__name__})",
-            ) from exc
+        this one must not send it too (:class:`LeaseLost`: nothing sent, the entry back to ``not_sent``).
+        A transient storage error (connection blip, 5xx) is retried a few times first: it says nothing
+        about the lease."""
+        for attempt in range(RENEW_ATTEMPTS):
+            try:
+                self.lease.renew()
+                return
+            except AzureError as exc:
+                if attempt + 1 < RENEW_ATTEMPTS and _transient(exc):
+                    self.sleep(0.5 * (attempt + 1))
+                    continue
+                raise LeaseLost(
+                    "input_lease_lost",
+                    "the lease on the input lapsed before it was sent (another instance may be processing "
+                    f"it); not sent by this attempt ({type(exc).__name__})",
+                ) from exc
 
     # -- crash recovery
 

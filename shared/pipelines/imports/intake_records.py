@@ -4,8 +4,8 @@ moves of the input (``intake.py`` runs the flow; this is the recording half of t
 Order matters for "nothing is lost" and "sent once": ``record_sent`` writes the ledger ``sent`` (with the
 job), then the job record, then moves the input to ``inflight/`` (the monitor waits while the drop is
 still in inbound, so a job is never finished without its input); a failed send records only what is
-certain (``send_failed``: nothing started → ``not_sent``; may have started → stays ``sending`` or becomes
-``uncertain``, never ``not_sent``).
+certain (``send_failed``: nothing started → ``not_sent``, unless an earlier attempt's import is unconfirmed;
+may have started → stays ``sending`` or becomes ``uncertain``, never ``not_sent``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from shared.context import AppContext
@@ -61,6 +61,7 @@ class IntakeRecords:
         drop: InputRef,
         lease: Any,
         sleep: Callable[[float], None],
+        now: datetime,
     ) -> None:
         self.context, self.settings, self.drop, self.lease, self.sleep = context, settings, drop, lease, sleep
         self.store = context.store
@@ -70,29 +71,32 @@ class IntakeRecords:
         self.deferrals = Deferrals(self.store, settings.state_container)
         self.dmf = DmfClient(context.odata, context.transport)
         self.subject = f"{drop.container}/{drop.name}"
-        self.when = datetime.now(UTC)
+        self.when = now
         self.match: RouteMatch | None = None
 
-    def give_up(self, report: ImportReport, attempts: int) -> ImportReport:
-        """Deferred ``IMPORT_MAX_DEFERRALS`` times: to the errors location, for an operator to re-submit. An
-        entry still ``sending`` (an unconfirmed import) becomes ``uncertain``: D365 may have the job."""
+    def give_up(self, report: ImportReport, attempts: int, hours: float) -> ImportReport:
+        """Deferred for ``IMPORT_MAX_DEFERRAL_HOURS`` (and ``IMPORT_MAX_DEFERRALS`` attempts): to the errors
+        location, for an operator to re-submit. An entry still ``sending`` (an unconfirmed import) becomes
+        ``uncertain``: D365 may have the job."""
         assert self.match is not None
-        folder = report.job_id or f"drop-{self.drop.drop_id[:12]}"
-        stored = self.outcomes.final_location(
-            Outcome.FAILED, self.match.route.name, self.when, folder, self.match.file_name
-        )
         claimed = self.ledger.for_drop(self.drop)
         entry = (
             claimed[1]
             if claimed and claimed[1].get("input", {}).get("drop_id") == self.drop.drop_id
             else None
         )
+        # the job's folder only when the entry is this drop's: another drop's job would share its folder
+        folder = report.job_id if entry is not None and report.job_id else f"drop-{self.drop.drop_id[:12]}"
+        stored = self.outcomes.final_location(
+            Outcome.FAILED, self.match.route.name, self.when, folder, self.match.file_name
+        )
         sending = entry is not None and entry.get("state") == str(LedgerState.SENDING)
         check = (
             f"D365 may have job {report.job_id} after all: check its import history, and if it is not there "
         )
         message = (
-            f"not sent after {attempts} attempts (IMPORT_MAX_DEFERRALS); the last one: {report.message}. "
+            f"not sent after {attempts} attempts over {hours:.1f} hours (IMPORT_MAX_DEFERRAL_HOURS); "
+            f"the last one: {report.message}. "
             f"{check if sending else 'Fix the cause, then '}send it again with: "
             f"python -m ops resubmit {status_name(str(stored))}"
         )
@@ -127,10 +131,14 @@ class IntakeRecords:
             "day": self.when.isoformat(),
         }
 
-    def record_sent(self, ledger_name: str, entry: dict[str, Any], job: dict[str, Any]) -> ImportReport:
-        """Ledger ``sent`` → job record → input to ``inflight/``; each step safe to repeat."""
+    def record_sent(
+        self, ledger_name: str, entry: dict[str, Any], job: dict[str, Any], *, ledger: bool = True
+    ) -> ImportReport:
+        """Ledger ``sent`` → job record → input to ``inflight/``; each step safe to repeat. ``ledger=False``:
+        the entry belongs to a newer generation now (``taken_over``); only this drop's job is completed."""
         job_id = str(job.get("job_id") or entry["job_id"])
-        self.ledger.set_state(ledger_name, LedgerState.SENT, job=job)
+        if ledger:
+            self.ledger.set_state(ledger_name, LedgerState.SENT, job=job)
         inflight = Location(
             self.settings.state_container, layout.inflight_name(job_id, str(job["file_name"]))
         )
@@ -169,10 +177,8 @@ class IntakeRecords:
 
     def send_failed(self, ledger_name: str, exc: SendError, draft: dict[str, Any]) -> ImportReport:
         job = str(draft.get("job_id", ""))
-        if isinstance(exc, LeaseLost):  # whoever holds the input now continues from the ledger entry
-            return self.report("deferred", exc.message, job_id=job, reason_code=exc.reason_code)
-        if isinstance(exc, Deferred):  # nothing started in D365: any drop of the content may send it
-            self.ledger.set_state(ledger_name, LedgerState.NOT_SENT, note=exc.message)
+        if isinstance(exc, LeaseLost | Deferred):  # nothing left this process: any drop may send it
+            self.nothing_sent(ledger_name, job, exc.message)
             return self.report("deferred", exc.message, job_id=job, reason_code=exc.reason_code)
         if exc.reason_code == "import_unconfirmed":  # may have started: stays ``sending`` (see recover)
             unconfirmed = {"since": utc_now(), "checks": 0}
@@ -182,6 +188,18 @@ class IntakeRecords:
         report = self.finish_input(Outcome.FAILED, exc.message, exc.reason_code, folder=job, job=draft)
         self.ledger.set_state(ledger_name, state, note=exc.message, stored_as=report.stored_as)
         return report
+
+    def nothing_sent(self, ledger_name: str, job: str, note: str) -> None:
+        """This attempt started nothing in D365: the entry goes back to ``not_sent`` (any drop of the content
+        may send it), unless an earlier attempt's ImportFromPackage is unconfirmed (``unconfirmed`` on the
+        entry): D365 may still have that job, so the entry stays ``sending`` (no other drop takes it over as
+        a new generation with a new execution id) and the next attempt asks D365 again or re-sends with the
+        same id. A re-import that took the entry over meanwhile is left alone."""
+        found = self.ledger.read(ledger_name)
+        unconfirmed = found is not None and isinstance(found.value.get("unconfirmed"), dict)
+        state = LedgerState.SENDING if unconfirmed else LedgerState.NOT_SENT
+        with suppress(StaleGeneration):
+            self.ledger.set_state(ledger_name, state, expect_job=job or None, note=note)
 
     def duplicate(self, entry: dict[str, Any], prepared: Prepared) -> ImportReport:
         earlier = str(entry.get("job_id"))

@@ -7,7 +7,7 @@ Containers (names are settings)::
     errors/   {route}/{yyyy}/{mm}/{dd}/{job}/{file} (+ .status.json) rejected, failed, or needs a check
               {route}/{yyyy}/{mm}/{dd}/{job}/d365/...                D365's error files for it
     state/    ledger/{target}/{sha256}.json    one per target + content: conditional create = "sent once"
-              ledger/drops/{drop}.json         this dropped blob version -> its ledger entry
+              ledger/drops/{drop}.json         this dropped blob version -> its ledger entry, its own job
               jobs/{job}.json                  in-flight job: ids, D365 status, status record (If-Match)
               inflight/{job}/{file}            the input while D365 works on it (moved there after the job
                                                record is written: the monitor waits while the drop is

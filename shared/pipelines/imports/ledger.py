@@ -15,7 +15,10 @@ import that may have started is never started again from another drop; only the 
 sends again, with the same execution id, which D365 refuses to run twice.
 
 The monitor records a job's verdict only while the entry still belongs to that job
-(``set_state(expect_job=)``): a re-import's newer generation is never overwritten by an older one.
+(``set_state(expect_job=)``): a re-import's newer generation is never overwritten by an older one. A
+drop's marker (``ledger/drops/{drop}.json``) keeps the job it claimed the entry for (``drop_job``): a drop
+that sent its job and stopped before its input left inbound, and whose entry a re-import took over
+meanwhile, finds its own job there and is never sent again as yet another generation.
 
 Re-submitting (``resubmit.py``) is the one deliberate way past the duplicate rule: an operator's
 ``resubmission`` permit on a ``failed``/``uncertain`` entry names the inbound blob the input is put back
@@ -214,7 +217,7 @@ class Ledger:
             fresh = _new_entry(target, sha256, route, drop, 1, job_for(1), None)
             fresh["job"] = {**(job or {}), "job_id": fresh["job_id"]}
             if self.store.create_json(self.container, name, fresh):
-                self._mark_drop(drop, name)
+                self._mark_drop(drop, name, str(fresh["job_id"]))
                 return Claim(Decision.SEND, name, fresh)
             current = self.read(name)
             if current is None:
@@ -235,7 +238,7 @@ class Ledger:
                 taken["resubmission_of"] = current.value["resubmission"]
                 taken["resubmissions"] += 1
             if self._replace(name, taken, current.etag):
-                self._mark_drop(drop, name)
+                self._mark_drop(drop, name, str(taken["job_id"]))
                 return Claim(Decision.SEND, name, taken)
         raise RuntimeError(f"ledger entry {name} kept changing under {attempts} attempts to claim it")
 
@@ -250,8 +253,15 @@ class Ledger:
             return False
         return True
 
-    def _mark_drop(self, drop: InputRef, name: str) -> None:
-        self.store.create_json(self.container, layout.drop_name(drop.drop_id), {"entry": name})
+    def _mark_drop(self, drop: InputRef, name: str, job: str) -> None:
+        """The drop's marker: the entry it claimed and its own job (the first claim's; kept thereafter)."""
+        self.store.create_json(self.container, layout.drop_name(drop.drop_id), {"entry": name, "job_id": job})
+
+    def drop_job(self, drop: InputRef) -> str | None:
+        """The job this very drop claimed the entry for (None: no marker, or one written before it said)."""
+        marker = self.store.read_json(self.container, layout.drop_name(drop.drop_id))
+        job = marker.value.get("job_id") if marker is not None else None
+        return str(job) if job else None
 
     def permit_resubmission(self, name: str, permit: dict[str, Any]) -> dict[str, Any]:
         """Put an operator's re-submission ``permit`` (``container``, ``name`` of the inbound blob, ...) on

@@ -13,7 +13,8 @@ then
   detail is fetched (``details``), then status record + error files + input into the errors location.
 
 Then inbound files older than ``IMPORT_RETRY_AFTER_MINUTES`` (a trigger missed, a deferred send, a crash)
-are imported again through the same ``import_blob``, which the ledger and the input lease make safe. One
+are imported again through the same ``import_blob``, which the ledger and the input lease make safe; a
+deferred file only once its last attempt is that long ago (``deferrals``), not on every run. One
 run at a time (lease ``state/locks/import-monitor``); a run stops taking new work after
 ``IMPORT_MONITOR_MAX_SECONDS``, also between the entities whose error detail it fetches (the job record
 keeps what was fetched, the next run goes on). A job whose input the intake is still moving to
@@ -38,9 +39,10 @@ from shared.d365.dmf import DmfClient, ExecutionStatus, MessageStatus
 from shared.d365.errors import D365ClientError, D365Error
 from shared.logs import annotate, log_context, log_event
 from shared.pipelines.imports import layout
+from shared.pipelines.imports.deferrals import Deferrals
 from shared.pipelines.imports.details import DetailIncomplete, collect_error_detail
 from shared.pipelines.imports.intake import import_blob
-from shared.pipelines.imports.ledger import JobRecords, Ledger, LedgerState, StaleGeneration
+from shared.pipelines.imports.ledger import InputRef, JobRecords, Ledger, LedgerState, StaleGeneration
 from shared.pipelines.imports.outcome import Location, Outcomes
 from shared.pipelines.imports.settings import ImportSettings
 from shared.redact import redact_text
@@ -368,12 +370,20 @@ class _Monitor:
         cutoff = self.now - timedelta(minutes=self.settings.retry_after_minutes)
         container = self.store.container(self.settings.inbound_container)
         blobs = container.list_blobs()
-        waiting = [str(b.name) for b in blobs if b.last_modified is not None and b.last_modified <= cutoff]
-        for name in waiting:
+        inbound = self.settings.inbound_container
+        deferrals = Deferrals(self.store, self.settings.state_container)
+        waiting = [b for b in blobs if b.last_modified is not None and b.last_modified <= cutoff]
+        for blob in waiting:
+            name, etag = str(blob.name), str(blob.etag)
             if self.out_of_time():
                 return
+            drop = InputRef(inbound, name, etag, layout.drop_id(inbound, name, etag), int(blob.size or 0))
+            if deferrals.tried_since(drop, cutoff):  # deferred less than a retry interval ago
+                continue
             try:
-                report = import_blob(self.context, name, settings=self.settings, sleep=self.sleep)
+                report = import_blob(
+                    self.context, name, settings=self.settings, sleep=self.sleep, now=self.now
+                )
             except Exception as exc:  # left in inbound; the next run tries again
                 failure = redact_text(f"{type(exc).__name__}: {exc}")
                 log_event(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -129,7 +130,12 @@ def prepare(
     try:
         return _prepare(settings, match, drop, dmf, reader)
     finally:
-        reader.close()  # read to its end by now, or abandoned (rejected, deferred): stop its threads
+        # read to its end by now, or abandoned (rejected, deferred): stop its threads. After a failed upload
+        # the package build may still be inside ``reader.read`` (``stream_to_upload`` waits only so long):
+        # its chunk generator cannot be closed then ("generator already executing"); that error must not
+        # replace the real one, and the cancelled build ends the generator itself.
+        with suppress(ValueError):
+            reader.close()
 
 
 def _prepare(

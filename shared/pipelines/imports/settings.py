@@ -24,8 +24,12 @@ App settings (all optional; an app without imports configures no route and every
 - ``IMPORT_UNKNOWN_STATUS_POLLS`` (3): ``Unknown`` execution statuses seen before a job counts as failed;
   also how many later attempts ask D365 for a job whose ``ImportFromPackage`` answer was lost before the
   file is sent again (with the same execution id).
-- ``IMPORT_MAX_DEFERRALS`` (20): attempts that leave a file in inbound (D365 unreachable, throttled, lock
-  busy, import unconfirmed...) before it goes to the errors location (``deferred_too_often``).
+- ``IMPORT_MAX_DEFERRAL_HOURS`` (24): how long a file may stay in inbound, deferred (D365 unreachable,
+  throttled, lock busy, import unconfirmed...), counted from its first deferral, before it goes to the
+  errors location (``deferred_too_often``); the sweep tries it again ``IMPORT_RETRY_AFTER_MINUTES`` after
+  each attempt.
+- ``IMPORT_MAX_DEFERRALS`` (20): the least number of attempts before that (a floor, so a file is not given
+  up on the first attempt after the monitor itself was down for the whole period).
 - ``IMPORT_COMPRESSION_LEVEL`` (1, 0-9): deflate level of packages built from raw files (0 = stored; 1-3
   ISA-L when ``isal`` is importable, else zlib; 4-9 zlib).
 - ``IMPORT_UPLOAD_CONCURRENCY`` (2): blocks in flight when uploading a package to D365's SAS URL.
@@ -186,6 +190,7 @@ class ImportSettings:
     error_file_poll_seconds: float = 2.0
     unknown_status_polls: int = 3
     max_deferrals: int = 20
+    max_deferral_hours: float = 24.0
     compression_level: int = 1
     upload_concurrency: int = 2
     limits: PackageLimits = field(default_factory=PackageLimits)
@@ -214,6 +219,7 @@ class ImportSettings:
             error_file_poll_seconds=reader.number("IMPORT_ERROR_FILE_POLL_SECONDS", 2.0, maximum=300),
             unknown_status_polls=reader.integer("IMPORT_UNKNOWN_STATUS_POLLS", 3, minimum=1, maximum=1000),
             max_deferrals=reader.integer("IMPORT_MAX_DEFERRALS", 20, minimum=1, maximum=10000),
+            max_deferral_hours=reader.number("IMPORT_MAX_DEFERRAL_HOURS", 24.0, maximum=8760),
             compression_level=reader.integer("IMPORT_COMPRESSION_LEVEL", 1, minimum=0, maximum=9),
             upload_concurrency=reader.integer("IMPORT_UPLOAD_CONCURRENCY", 2, minimum=1, maximum=16),
             limits=PackageLimits.from_reader(reader),
